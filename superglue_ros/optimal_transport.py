@@ -1,0 +1,102 @@
+"""Differentiable partial assignment: log-domain Sinkhorn with a dustbin row and column.
+
+Every real keypoint carries unit mass; the dustbin of image 0 absorbs up to M
+units and the dustbin of image 1 up to N, so that any keypoint may stay
+unmatched. Everything is divided by N + M to form proper distributions and
+the plan is multiplied back afterwards, so entries are on the scale of a
+per-keypoint assignment probability (in log space).
+
+Padding for batches of pairs with different keypoint counts is handled with
+masks: padded rows/columns get zero mass (log-mass -inf) and therefore take
+no part in the normalisation of real rows and columns.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def augment_with_dustbins(scores: torch.Tensor, bin_score: torch.Tensor) -> torch.Tensor:
+    """(B, N, M) scores -> (B, N+1, M+1) couplings with a constant dustbin score."""
+    b, n, m = scores.shape
+    bins_col = bin_score.expand(b, n, 1)
+    bins_row = bin_score.expand(b, 1, m + 1)
+    return torch.cat([torch.cat([scores, bins_col], dim=2), bins_row], dim=1)
+
+
+def log_marginals(mask0: torch.Tensor, mask1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-masses of rows and columns for (B, N) / (B, M) validity masks.
+
+    Returns (log_mu (B, N+1), log_nu (B, M+1), log_total (B,)) where
+    log_total = log(n_b + m_b) is the normalisation that is undone at the end.
+    Each pair needs at least one keypoint on one side (n_b + m_b > 0).
+    """
+    n = mask0.sum(1).to(torch.float32)
+    m = mask1.sum(1).to(torch.float32)
+    log_total = torch.log(n + m)
+    neg_inf = torch.tensor(float("-inf"), device=mask0.device)
+    real_mu = torch.where(mask0, -log_total[:, None], neg_inf)
+    real_nu = torch.where(mask1, -log_total[:, None], neg_inf)
+    log_mu = torch.cat([real_mu, (torch.log(m) - log_total)[:, None]], dim=1)
+    log_nu = torch.cat([real_nu, (torch.log(n) - log_total)[:, None]], dim=1)
+    return log_mu, log_nu, log_total
+
+
+def sinkhorn(couplings: torch.Tensor, log_mu: torch.Tensor, log_nu: torch.Tensor,
+             iterations: int) -> torch.Tensor:
+    """Alternate row and column log-normalisation, starting from zero potentials.
+
+    couplings (B, R, C), log_mu (B, R), log_nu (B, C) -> log plan (B, R, C).
+    """
+    u = torch.zeros_like(log_mu)
+    v = torch.zeros_like(log_nu)
+    for _ in range(iterations):
+        u = log_mu - torch.logsumexp(couplings + v[:, None, :], dim=2)
+        v = log_nu - torch.logsumexp(couplings + u[:, :, None], dim=1)
+    return couplings + u[:, :, None] + v[:, None, :]
+
+
+def log_optimal_transport(scores: torch.Tensor, bin_score: torch.Tensor, iterations: int,
+                          mask0: torch.Tensor | None = None,
+                          mask1: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N, M) similarity -> (B, N+1, M+1) log assignment including dustbins.
+
+    Computed in float32 whatever the input precision: the potentials lose the
+    small differences that decide matches in half precision.
+    """
+    b, n, m = scores.shape
+    scores = scores.float()
+    if mask0 is None:
+        mask0 = torch.ones((b, n), dtype=torch.bool, device=scores.device)
+    if mask1 is None:
+        mask1 = torch.ones((b, m), dtype=torch.bool, device=scores.device)
+    couplings = augment_with_dustbins(scores, bin_score.float())
+    log_mu, log_nu, log_total = log_marginals(mask0, mask1)
+    plan = sinkhorn(couplings, log_mu, log_nu, iterations)
+    return plan + log_total[:, None, None]
+
+
+def extract_matches(log_assignment: torch.Tensor, threshold: float,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mutual best assignments above ``threshold`` from a (B, N+1, M+1) log plan.
+
+    Returns matches0 (B, N), matches1 (B, M) (-1 = unmatched) and their scores.
+    A mutual match keeps its confidence even when it is below the threshold,
+    as in the reference; only the match index is withheld.
+    """
+    plan = log_assignment[:, :-1, :-1]
+    b, n, m = plan.shape
+    if n == 0 or m == 0:
+        return (plan.new_full((b, n), -1, dtype=torch.long), plan.new_full((b, m), -1, dtype=torch.long),
+                plan.new_zeros((b, n)), plan.new_zeros((b, m)))
+    best0, idx0 = plan.max(dim=2)
+    _, idx1 = plan.max(dim=1)
+    mutual0 = torch.arange(n, device=plan.device)[None] == idx1.gather(1, idx0)
+    mutual1 = torch.arange(m, device=plan.device)[None] == idx0.gather(1, idx1)
+    zero = plan.new_zeros(())
+    scores0 = torch.where(mutual0, best0.exp(), zero)
+    scores1 = torch.where(mutual1, scores0.gather(1, idx1), zero)
+    valid0 = mutual0 & (scores0 > threshold)
+    valid1 = mutual1 & valid0.gather(1, idx1)
+    matches0 = torch.where(valid0, idx0, idx0.new_full((), -1))
+    matches1 = torch.where(valid1, idx1, idx1.new_full((), -1))
+    return matches0, matches1, scores0, scores1

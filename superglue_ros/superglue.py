@@ -1,0 +1,290 @@
+"""SuperGlue: attentional graph neural network + optimal transport (Sarlin et al., 2020).
+
+Module and parameter names mirror the official ``superglue_*.pth`` state
+dicts (``kenc.encoder.N``, ``gnn.layers.N.attn.proj.K``, ``final_proj``,
+``bin_score``) so they load with ``strict=True``. The 1x1 convolutions are
+stored as ``Conv1d`` for that reason but evaluated as matrix products on
+(B, N, C) rows, and both images are pushed through every layer in a single
+call by concatenating their keypoints: projections, normalisation and MLPs
+act on each keypoint independently, so only attention needs to know which
+image a keypoint belongs to.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .features import Features, MatchResult
+from .optimal_transport import extract_matches, log_optimal_transport
+from .validation import check_number, merge_config
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "descriptor_dim": 256,
+    "keypoint_encoder": [32, 64, 128, 256],
+    "GNN_layers": ["self", "cross"] * 9,
+    "num_heads": 4,
+    "sinkhorn_iterations": 100,
+    "match_threshold": 0.2,
+}
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    check_number("descriptor_dim", config["descriptor_dim"], 1, None, integer=True)
+    check_number("num_heads", config["num_heads"], 1, config["descriptor_dim"], integer=True)
+    if config["descriptor_dim"] % config["num_heads"]:
+        raise ValueError(f"descriptor_dim ({config['descriptor_dim']}) must be divisible by "
+                         f"num_heads ({config['num_heads']})")
+    encoder = config["keypoint_encoder"]
+    if not isinstance(encoder, (list, tuple)) or not encoder:
+        raise ValueError(f"keypoint_encoder must be a non-empty list of layer widths, got {encoder!r}")
+    for i, width in enumerate(encoder):
+        check_number(f"keypoint_encoder[{i}]", width, 1, None, integer=True)
+    layers = config["GNN_layers"]
+    if not isinstance(layers, (list, tuple)) or any(kind not in ("self", "cross") for kind in layers):
+        raise ValueError(f"GNN_layers must be a list of 'self'/'cross', got {layers!r}")
+    check_number("sinkhorn_iterations", config["sinkhorn_iterations"], 0, 10000, integer=True)
+    check_number("match_threshold", config["match_threshold"], 0.0, 1.0)
+
+
+def pointwise_mlp(channels: Sequence[int]) -> nn.Sequential:
+    """Conv1d(k=1) layers with BatchNorm + ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i in range(1, len(channels)):
+        layers.append(nn.Conv1d(channels[i - 1], channels[i], kernel_size=1, bias=True))
+        if i < len(channels) - 1:
+            layers += [nn.BatchNorm1d(channels[i]), nn.ReLU()]
+    nn.init.constant_(layers[-1].bias, 0.0)
+    return nn.Sequential(*layers)
+
+
+def linear(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """Apply a kernel-1 Conv1d to (B, L, C_in) rows."""
+    return F.linear(x, conv.weight[..., 0], conv.bias)
+
+
+def batch_norm_rows(x: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
+    """BatchNorm1d over the last axis of (B, L, C); eval mode folds into one affine map."""
+    if bn.training:
+        return bn(x.transpose(1, 2)).transpose(1, 2)
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return x * scale + (bn.bias - bn.running_mean * scale)
+
+
+def run_rows(mlp: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    for layer in mlp:
+        if isinstance(layer, nn.Conv1d):
+            x = linear(x, layer)
+        elif isinstance(layer, nn.BatchNorm1d):
+            x = batch_norm_rows(x, layer)
+        else:
+            x = layer(x)
+    return x
+
+
+def normalize_keypoints(keypoints: torch.Tensor, sizes_hw: torch.Tensor) -> torch.Tensor:
+    """(B, N, 2) pixels -> centred coordinates scaled by 0.7 * the larger image side.
+
+    sizes_hw: (B, 2) image height and width (the full image, not the 8-px grid).
+    """
+    wh = sizes_hw.flip(1).to(keypoints.dtype)
+    scale = 0.7 * wh.max(dim=1, keepdim=True).values
+    return (keypoints - wh[:, None, :] / 2) / scale[:, None, :]
+
+
+class KeypointEncoder(nn.Module):
+    """Lifts (x, y, score) into descriptor space so the GNN can reason about geometry."""
+
+    def __init__(self, widths: Sequence[int], descriptor_dim: int) -> None:
+        super().__init__()
+        self.encoder = pointwise_mlp([3, *widths, descriptor_dim])
+
+    def forward(self, keypoints: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return run_rows(self.encoder, torch.cat([keypoints, scores[..., None]], dim=-1))
+
+
+class MultiHeadedAttention(nn.Module):
+    """Scaled dot-product attention whose heads interleave channels: channel = d * heads + h."""
+
+    def __init__(self, num_heads: int, dim: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.merge = nn.Conv1d(dim, dim, kernel_size=1)
+        self.proj = nn.ModuleList([nn.Conv1d(dim, dim, kernel_size=1) for _ in range(3)])
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Query, key and value of (B, L, D) rows in one matrix product."""
+        weight = torch.cat([p.weight[..., 0] for p in self.proj])
+        bias = torch.cat([p.bias for p in self.proj])
+        return F.linear(x, weight, bias).chunk(3, dim=-1)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, dim = x.shape
+        return x.view(b, n, dim // self.num_heads, self.num_heads).permute(0, 3, 1, 2)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               key_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, N, D) queries against (B, M, D) keys/values -> (B, N, D) messages before merge."""
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(
+            self.split_heads(q), self.split_heads(k), self.split_heads(v), attn_mask=mask)
+        b, _, n, _ = out.shape
+        return out.permute(0, 2, 3, 1).reshape(b, n, -1)
+
+
+class AttentionalPropagation(nn.Module):
+    """One message-passing layer: attention message, then an MLP on [state, message]."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.attn = MultiHeadedAttention(num_heads, dim)
+        self.mlp = pointwise_mlp([2 * dim, 2 * dim, dim])
+
+
+class AttentionalGNN(nn.Module):
+    def __init__(self, dim: int, kinds: Sequence[str], num_heads: int) -> None:
+        super().__init__()
+        self.kinds = list(kinds)
+        self.layers = nn.ModuleList([AttentionalPropagation(dim, num_heads) for _ in kinds])
+
+    def forward(self, desc0: torch.Tensor, desc1: torch.Tensor,
+                mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Update (B, N, D) and (B, M, D) descriptors; both read the pre-layer state."""
+        n = desc0.shape[1]
+        x = torch.cat([desc0, desc1], dim=1)
+        for layer, kind in zip(self.layers, self.kinds):
+            q, k, v = layer.attn.project(x)
+            (q0, q1), (k0, k1), (v0, v1) = (t.split([n, t.shape[1] - n], dim=1) for t in (q, k, v))
+            if kind == "cross":
+                k0, k1, v0, v1, mask_src0, mask_src1 = k1, k0, v1, v0, mask1, mask0
+            else:
+                mask_src0, mask_src1 = mask0, mask1
+            message = torch.cat([layer.attn.attend(q0, k0, v0, mask_src0),
+                                 layer.attn.attend(q1, k1, v1, mask_src1)], dim=1)
+            message = linear(message, layer.attn.merge)
+            x = x + run_rows(layer.mlp, torch.cat([x, message], dim=-1))
+        return x[:, :n], x[:, n:]
+
+
+class SuperGlue(nn.Module):
+    """Matches two sets of keypoints+descriptors with a GNN and Sinkhorn.
+
+    ``match`` is the public entry point; ``forward`` takes padded batches and
+    returns every intermediate stage (used by exactness tests and training).
+    """
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        self.config = merge_config(DEFAULT_CONFIG, config, "SuperGlue")
+        validate_config(self.config)
+        dim = self.config["descriptor_dim"]
+        self.kenc = KeypointEncoder(self.config["keypoint_encoder"], dim)
+        self.gnn = AttentionalGNN(dim, self.config["GNN_layers"], self.config["num_heads"])
+        self.final_proj = nn.Conv1d(dim, dim, kernel_size=1, bias=True)
+        self.register_parameter("bin_score", nn.Parameter(torch.tensor(1.0)))
+
+    def forward(self, keypoints0: torch.Tensor, scores0: torch.Tensor, descriptors0: torch.Tensor,
+                size0: torch.Tensor, keypoints1: torch.Tensor, scores1: torch.Tensor,
+                descriptors1: torch.Tensor, size1: torch.Tensor,
+                mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None,
+                ) -> dict[str, torch.Tensor]:
+        """Padded batch in, all stages out.
+
+        keypoints (B, N, 2) pixels, scores (B, N), descriptors (B, N, D), size (B, 2) as (H, W),
+        masks (B, N) bool (True = real keypoint) or None when nothing is padded.
+        """
+        kenc0 = self.kenc(normalize_keypoints(keypoints0, size0), scores0)
+        kenc1 = self.kenc(normalize_keypoints(keypoints1, size1), scores1)
+        gnn0, gnn1 = self.gnn(descriptors0 + kenc0, descriptors1 + kenc1, mask0, mask1)
+        mdesc0, mdesc1 = linear(gnn0, self.final_proj), linear(gnn1, self.final_proj)
+        raw_scores = torch.einsum("bnd,bmd->bnm", mdesc0, mdesc1) / self.config["descriptor_dim"] ** 0.5
+        log_assignment = log_optimal_transport(
+            raw_scores, self.bin_score, self.config["sinkhorn_iterations"], mask0, mask1)
+        return {"kenc0": kenc0, "kenc1": kenc1, "gnn_desc0": gnn0, "gnn_desc1": gnn1,
+                "mdesc0": mdesc0, "mdesc1": mdesc1, "raw_scores": raw_scores,
+                "log_assignment": log_assignment}
+
+    @torch.inference_mode()
+    def match(self, features0: Features | Sequence[Features],
+              features1: Features | Sequence[Features]) -> MatchResult | list[MatchResult]:
+        """Match one pair (Features, Features) or a batch (two equal-length sequences).
+
+        A batch with different keypoint counts is padded and masked, so every
+        pair gets the result it would get alone.
+        """
+        if isinstance(features0, Features) and isinstance(features1, Features):
+            return self._match_batch([features0], [features1])[0]
+        if isinstance(features0, Features) or isinstance(features1, Features):
+            raise TypeError("match() takes two Features or two sequences of Features")
+        if len(features0) != len(features1):
+            raise ValueError(f"batched match needs as many features0 as features1 "
+                             f"({len(features0)} != {len(features1)})")
+        return self._match_batch(list(features0), list(features1))
+
+    def _match_batch(self, batch0: list[Features], batch1: list[Features]) -> list[MatchResult]:
+        dim = self.config["descriptor_dim"]
+        for f in batch0 + batch1:
+            if len(f) and f.descriptor_dim != dim:
+                raise ValueError(f"descriptors have dimension {f.descriptor_dim}, this SuperGlue expects {dim}")
+        results: list[MatchResult | None] = [None] * len(batch0)
+        full = [i for i, (f0, f1) in enumerate(zip(batch0, batch1)) if len(f0) and len(f1)]
+        for i in set(range(len(batch0))) - set(full):
+            results[i] = self._unmatchable(len(batch0[i]), len(batch1[i]))
+        if full:
+            for i, result in zip(full, self._match_padded([batch0[i] for i in full], [batch1[i] for i in full])):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    def _match_padded(self, batch0: list[Features], batch1: list[Features]) -> list[MatchResult]:
+        device = self.bin_score.device
+        kpts0, scores0, desc0, size0, mask0 = pad_features(batch0, device)
+        kpts1, scores1, desc1, size1, mask1 = pad_features(batch1, device)
+        if bool(mask0.all()) and bool(mask1.all()):
+            mask0 = mask1 = None
+        log_assignment = self(kpts0, scores0, desc0, size0, kpts1, scores1, desc1, size1,
+                              mask0, mask1)["log_assignment"]
+        return [self._result(unpad_plan(log_assignment[b], len(f0), len(f1)))
+                for b, (f0, f1) in enumerate(zip(batch0, batch1))]
+
+    def _result(self, log_assignment: torch.Tensor) -> MatchResult:
+        m0, m1, s0, s1 = extract_matches(log_assignment[None], self.config["match_threshold"])
+        return MatchResult(m0[0], m1[0], s0[0], s1[0], log_assignment)
+
+    def _unmatchable(self, n: int, m: int) -> MatchResult:
+        """Result for a pair where one side has no keypoints: everything goes to the dustbins."""
+        device = self.bin_score.device
+        if n + m == 0:
+            return self._result(torch.zeros((1, 1), device=device))
+        scores = torch.zeros((1, n, m), device=device)
+        return self._result(log_optimal_transport(scores, self.bin_score, self.config["sinkhorn_iterations"])[0])
+
+
+def pad_features(batch: Sequence[Features], device: torch.device,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack Features of different lengths: (B, N, 2), (B, N), (B, N, D), sizes (B, 2), mask (B, N)."""
+    length = max(len(f) for f in batch)
+    dim = batch[0].descriptor_dim
+
+    def padded(t: torch.Tensor, width: int | None) -> torch.Tensor:
+        shape = (length,) if width is None else (length, width)
+        out = torch.zeros(shape, dtype=torch.float32, device=device)
+        out[: t.shape[0]] = t.to(device=device, dtype=torch.float32)
+        return out
+
+    keypoints = torch.stack([padded(f.keypoints, 2) for f in batch])
+    scores = torch.stack([padded(f.scores, None) for f in batch])
+    descriptors = torch.stack([padded(f.descriptors, dim) for f in batch])
+    sizes = torch.tensor([f.image_size for f in batch], dtype=torch.float32, device=device)
+    mask = torch.arange(length, device=device)[None] < torch.tensor([len(f) for f in batch], device=device)[:, None]
+    return keypoints, scores, descriptors, sizes, mask
+
+
+def unpad_plan(plan: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """(N_pad+1, M_pad+1) -> (n+1, m+1): real rows/columns plus the dustbins (always last)."""
+    rows = torch.cat([torch.arange(n, device=plan.device), torch.tensor([plan.shape[0] - 1], device=plan.device)])
+    cols = torch.cat([torch.arange(m, device=plan.device), torch.tensor([plan.shape[1] - 1], device=plan.device)])
+    return plan[rows][:, cols]
