@@ -1,0 +1,36 @@
+"""Installs the superglue_ros Python package and the `superglue-ros` console script.
+
+torch is bounded above so that a fresh `pip install` on a CPU-only machine
+resolves to the locally cached CPU build instead of a multi-GB CUDA build;
+robots with their own torch just need a version in range.
+"""
+from setuptools import find_packages, setup
+
+package_name = "superglue_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    description="Real-time SuperPoint + SuperGlue feature matching with a ROS 2 node",
+    license="Apache-2.0 (code); official model weights are under Magic Leap's non-commercial licence",
+    python_requires=">=3.10",
+    packages=find_packages(include=[package_name, f"{package_name}.*"]),
+    package_data={package_name: ["weights/*.pt", "weights/*.md"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
+        (f"share/{package_name}", ["package.xml"]),
+    ],
+    install_requires=[
+        "torch>=2.1,<2.14",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "eval": ["rosbags>=0.10", "matplotlib>=3.7"],
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        "test": ["pytest>=8", "hypothesis>=6.100"],
+    },
+    entry_points={"console_scripts": ["superglue-ros = superglue_ros.cli:main"]},
+    zip_safe=False,
+)

@@ -1,0 +1,46 @@
+"""`superglue-ros` command line: one subcommand per module in ``superglue_ros.commands``.
+
+Each command module exposes ``register(subparsers)``, which adds its parser
+and sets ``func`` to a ``run(args) -> int``. Heavy optional dependencies
+(rclpy, rosbags, onnxruntime, matplotlib) are imported inside ``run`` so
+that ``superglue-ros --help`` works on a minimal install.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "match",
+    "weights",
+)
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit code 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="superglue-ros", description="SuperPoint + SuperGlue feature matching for ROS 2 robots.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"superglue_ros.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as error:
+        print(f"superglue-ros {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"superglue-ros {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
