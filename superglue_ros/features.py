@@ -57,11 +57,6 @@ class Features:
             self.image_size,
         )
 
-    def scaled(self, sx: float, sy: float, image_size: tuple[int, int]) -> "Features":
-        """Keypoints mapped into another pixel frame (e.g. back from a resized image)."""
-        scale = self.keypoints.new_tensor([sx, sy])
-        return Features(self.keypoints * scale, self.scores, self.descriptors, image_size)
-
     @staticmethod
     def empty(image_size: tuple[int, int], descriptor_dim: int, device: torch.device | str = "cpu") -> "Features":
         return Features(

@@ -1,0 +1,96 @@
+"""Robust homography from matched points, with an explicit validity verdict.
+
+A robot consumer must be able to tell "no reliable estimate" from a real
+one, so every failure mode (too few matches, estimator failure, degenerate
+or orientation-flipping H) yields ``valid=False`` with a reason and an
+identity matrix rather than an exception or a silently bad matrix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .validation import check_choice, check_number
+
+METHODS = {
+    "ransac": cv2.RANSAC,
+    "lmeds": cv2.LMEDS,
+    "rho": cv2.RHO,
+    "usac_default": cv2.USAC_DEFAULT,
+    "usac_magsac": cv2.USAC_MAGSAC,
+}
+MIN_POINTS = 4  # a homography has 8 degrees of freedom: 4 correspondences
+MAX_CONDITION = 1e8  # beyond this the 2x2 linear part is numerically singular
+
+
+@dataclass(frozen=True)
+class HomographyEstimate:
+    """h maps image-0 pixels to image-1 pixels ([x1, y1, 1] ~ h @ [x0, y0, 1])."""
+
+    h: np.ndarray
+    valid: bool
+    reason: str
+    inliers: np.ndarray
+    num_inliers: int
+    num_matches: int
+    threshold: float
+
+    @property
+    def inlier_ratio(self) -> float:
+        return self.num_inliers / self.num_matches if self.num_matches else 0.0
+
+
+def estimate_homography(points0: np.ndarray, points1: np.ndarray, method: str = "ransac",
+                        threshold: float = 3.0, min_matches: int = 8, confidence: float = 0.999,
+                        max_iterations: int = 2000) -> HomographyEstimate:
+    """Fit H to (K, 2) correspondences with OpenCV's robust estimator."""
+    check_choice("method", method, tuple(METHODS))
+    check_number("threshold", threshold, 0.0, None)
+    check_number("min_matches", min_matches, MIN_POINTS, None, integer=True)
+    check_number("confidence", confidence, 0.0, 1.0)
+    check_number("max_iterations", max_iterations, 1, None, integer=True)
+    points0 = np.asarray(points0, dtype=np.float64).reshape(-1, 2)
+    points1 = np.asarray(points1, dtype=np.float64).reshape(-1, 2)
+    if points0.shape != points1.shape:
+        raise ValueError(f"points0 {points0.shape} and points1 {points1.shape} must have the same shape")
+    count = len(points0)
+
+    def invalid(reason: str) -> HomographyEstimate:
+        return HomographyEstimate(np.eye(3), False, reason, np.zeros(count, dtype=bool), 0, count, threshold)
+
+    if count < min_matches:
+        return invalid(f"too few matches ({count} < min_matches={min_matches})")
+    h, mask = cv2.findHomography(points0, points1, METHODS[method], threshold,
+                                 maxIters=max_iterations, confidence=confidence)
+    if h is None or mask is None:
+        return invalid("estimator found no consistent homography")
+    reason = degeneracy(h)
+    if reason:
+        return invalid(reason)
+    inliers = mask.ravel().astype(bool)
+    if inliers.sum() < MIN_POINTS:
+        return invalid(f"only {int(inliers.sum())} inliers")
+    return HomographyEstimate(h / h[2, 2], True, "", inliers, int(inliers.sum()), count, threshold)
+
+
+def degeneracy(h: np.ndarray) -> str:
+    """Why ``h`` is unusable, or an empty string when it is a plausible camera-to-camera map."""
+    if not np.all(np.isfinite(h)) or abs(h[2, 2]) < 1e-12:
+        return "homography is not finite"
+    h = h / h[2, 2]
+    linear = h[:2, :2]
+    det = float(np.linalg.det(linear))
+    if det <= 0:
+        return "homography flips orientation (det <= 0)"
+    if np.linalg.cond(linear) > MAX_CONDITION:
+        return "homography is degenerate (ill-conditioned)"
+    return ""
+
+
+def project(h: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 3x3 homography to (K, 2) points."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    projected = np.concatenate([points, np.ones((len(points), 1))], axis=1) @ h.T
+    return projected[:, :2] / projected[:, 2:3]

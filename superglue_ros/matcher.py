@@ -1,0 +1,179 @@
+"""One object that turns camera frames into matches: weights, device, preprocessing, caching.
+
+Features are computed in the network's pixel frame (after the optional
+resize) and matched there, exactly as the reference does; what callers get
+back is mapped to the original image's pixels. Frames given a ``key`` (for
+example a ROS stamp) are cached, so a stream matched pairwise runs
+SuperPoint once per frame rather than twice per pair.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .features import Features, MatchResult
+from .preprocess import resize_gray, resized_shape, to_gray_float
+from .superglue import SuperGlue
+from .superpoint import SuperPoint
+from .validation import check_choice, check_number
+from .weights import file_identity, find_official, load_into
+
+SUPERGLUE_WEIGHTS = ("indoor", "outdoor")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Parse and check a device string; asking for CUDA on a machine without it is an error."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r} ({error})") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available "
+                             f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); use device='cpu'")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"device {str(device)!r} requested but only {count} CUDA device(s) exist")
+    elif parsed.type != "cpu":
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return parsed
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Features of one frame in network pixels (for matching) and original pixels (for callers)."""
+
+    network: Features
+    original: Features
+
+
+@dataclass(frozen=True)
+class PairMatch:
+    """Result of matching two frames; keypoints are in original image pixels."""
+
+    features0: Features
+    features1: Features
+    result: MatchResult
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def matched_points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(K, 2) points in image 0, (K, 2) in image 1 and (K,) confidences of accepted matches."""
+        pairs = self.result.pairs().cpu().numpy()
+        pts0 = self.features0.keypoints.cpu().numpy()[pairs[:, 0]]
+        pts1 = self.features1.keypoints.cpu().numpy()[pairs[:, 1]]
+        return pts0, pts1, self.result.confidences().cpu().numpy()
+
+
+class Matcher:
+    """SuperPoint + SuperGlue on a device, fed with numpy images.
+
+    weights: "indoor" or "outdoor" official SuperGlue weights, found through
+        ``weights_dir`` -> $SUPERGLUE_ROS_WEIGHTS_DIR -> ~/.cache/superglue_ros.
+    superpoint_weights / superglue_weights: explicit files, overriding the lookup.
+    resize: None, (W, H), or an int for the longer side; keypoints are mapped back.
+    superpoint / superglue: model configuration overrides (reference names).
+    cache_size: how many keyed frames keep their features.
+    """
+
+    def __init__(self, weights: str = "indoor", weights_dir: str | os.PathLike | None = None,
+                 superpoint_weights: str | os.PathLike | None = None,
+                 superglue_weights: str | os.PathLike | None = None,
+                 device: str | torch.device = "cpu", resize: int | tuple[int, int] | None = None,
+                 superpoint: dict[str, Any] | None = None, superglue: dict[str, Any] | None = None,
+                 cache_size: int = 16, channel_order: str = "bgr") -> None:
+        check_choice("weights", weights, SUPERGLUE_WEIGHTS)
+        check_number("cache_size", cache_size, 0, None, integer=True)
+        check_choice("channel_order", channel_order, ("bgr", "rgb"))
+        _check_resize(resize)
+        self.device = resolve_device(device)
+        self.resize = resize
+        self.channel_order = channel_order
+        self.cache_size = cache_size
+        self._cache: OrderedDict[Hashable, Frame] = OrderedDict()
+        sp_path = _weight_path(superpoint_weights, "superpoint", weights_dir)
+        sg_path = _weight_path(superglue_weights, weights, weights_dir)
+        self.superpoint = SuperPoint(**(superpoint or {}))
+        self.superglue = SuperGlue(**(superglue or {}))
+        load_into(self.superpoint, sp_path)
+        load_into(self.superglue, sg_path)
+        self.superpoint.eval().to(self.device)
+        self.superglue.eval().to(self.device)
+        self.model_name = f"superpoint+superglue_{weights}" if superglue_weights is None else "superpoint+superglue"
+        self.weights_id = f"{file_identity(sp_path)}+{file_identity(sg_path)}"
+
+    def extract(self, image: np.ndarray, key: Hashable | None = None) -> Features:
+        """Keypoints of one image, in its original pixels."""
+        return self._frame(image, key, {})[0].original
+
+    def match(self, image0: np.ndarray, image1: np.ndarray,
+              key0: Hashable | None = None, key1: Hashable | None = None) -> PairMatch:
+        """Match two images; frames with a key already seen reuse their cached features."""
+        timings = {"preprocess": 0.0, "superpoint": 0.0}
+        frame0 = self._frame(image0, key0, timings)
+        frame1 = self._frame(image1, key1, timings)
+        start = time.perf_counter()
+        result = self.superglue.match(frame0.network, frame1.network)
+        timings["superglue"] = time.perf_counter() - start
+        return PairMatch(frame0.original, frame1.original, result, timings)
+
+    def match_features(self, features0: Features, features1: Features) -> MatchResult:
+        """SuperGlue on features the caller computed (network pixels of their own images)."""
+        return self.superglue.match(features0, features1)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def _frame(self, image: np.ndarray, key: Hashable | None, timings: dict[str, float]) -> Frame:
+        if key is not None and key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        start = time.perf_counter()
+        gray = to_gray_float(image, self.channel_order)
+        height, width = gray.shape
+        net_hw = resized_shape(height, width, self.resize)
+        tensor = torch.from_numpy(resize_gray(gray, net_hw)).to(self.device)
+        after_preprocess = time.perf_counter()
+        network = self.superpoint.extract(tensor)
+        timings["preprocess"] = timings.get("preprocess", 0.0) + after_preprocess - start
+        timings["superpoint"] = timings.get("superpoint", 0.0) + time.perf_counter() - after_preprocess
+        frame = Frame(network, to_original_pixels(network, (height, width)))
+        if key is not None and self.cache_size:
+            self._cache[key] = frame
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return frame
+
+
+def to_original_pixels(features: Features, original_hw: tuple[int, int]) -> Features:
+    """Map keypoints from the resized frame to the original one (pixel centres stay centres)."""
+    if tuple(features.image_size) == tuple(original_hw):
+        return features
+    sy = original_hw[0] / features.image_size[0]
+    sx = original_hw[1] / features.image_size[1]
+    offset = features.keypoints.new_tensor([0.5, 0.5])
+    keypoints = (features.keypoints + offset) * features.keypoints.new_tensor([sx, sy]) - offset
+    return Features(keypoints, features.scores, features.descriptors, original_hw)
+
+
+def _weight_path(explicit: str | os.PathLike | None, name: str,
+                 weights_dir: str | os.PathLike | None) -> str | os.PathLike:
+    return explicit if explicit is not None else find_official(name, weights_dir)
+
+
+def _check_resize(resize: int | tuple[int, int] | None) -> None:
+    if resize is None:
+        return
+    if isinstance(resize, int) and not isinstance(resize, bool):
+        check_number("resize", resize, 8, 16384, integer=True)
+        return
+    if not isinstance(resize, (tuple, list)) or len(resize) != 2:
+        raise ValueError(f"resize must be None, an int (longer side) or (W, H), got {resize!r}")
+    for name, value in zip(("resize width", "resize height"), resize):
+        check_number(name, value, 8, 16384, integer=True)

@@ -1,0 +1,167 @@
+"""Finding, checking, loading and downloading model weights.
+
+The official SuperPoint/SuperGlue weights are under Magic Leap's
+non-commercial licence and cannot be bundled, so they are looked up at run
+time (explicit path -> $SUPERGLUE_ROS_WEIGHTS_DIR -> ~/.cache/superglue_ros)
+and fetched only on explicit request (``superglue-ros weights download``),
+never at import time. Every failure is one ``WeightsError`` that says which
+file, where it was looked for and how to get it.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ENV_VAR = "SUPERGLUE_ROS_WEIGHTS_DIR"
+UPSTREAM_REPO = "https://github.com/magicleap/SuperGluePretrainedNetwork"
+UPSTREAM_BASE_URL = f"{UPSTREAM_REPO}/raw/master/models/weights"
+LICENCE_NOTE = ("the official weights are under Magic Leap's non-commercial licence "
+                f"(see {UPSTREAM_REPO}/blob/master/LICENSE)")
+
+
+@dataclass(frozen=True)
+class OfficialFile:
+    filename: str
+    git_blob_sha1: str
+
+
+OFFICIAL = {
+    "superpoint": OfficialFile("superpoint_v1.pth", "107a444ca318d487390137d619d49f2f0a3b1ad8"),
+    "indoor": OfficialFile("superglue_indoor.pth", "2b54532f1b7321505cac79ee3a2863ef2ab2d163"),
+    "outdoor": OfficialFile("superglue_outdoor.pth", "5ca3392bd5349790d7bc1c246961fc041b88c1e8"),
+}
+
+
+class WeightsError(RuntimeError):
+    """Weights missing, unreadable or not matching the model."""
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "superglue_ros"
+
+
+def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where weight files are looked for, in order."""
+    dirs = [Path(weights_dir).expanduser()] if weights_dir else []
+    if os.environ.get(ENV_VAR):
+        dirs.append(Path(os.environ[ENV_VAR]).expanduser())
+    dirs.append(default_cache_dir())
+    return dirs
+
+
+def how_to_get(filename: str) -> str:
+    return (f"get it with `superglue-ros weights download` (or from {UPSTREAM_REPO}, models/weights/{filename}); "
+            f"{LICENCE_NOTE}")
+
+
+def find_official(name: str, weights_dir: str | os.PathLike | None = None) -> Path:
+    """Path of an official weight file (``superpoint``, ``indoor``, ``outdoor``)."""
+    filename = OFFICIAL[name].filename
+    dirs = search_dirs(weights_dir)
+    for folder in dirs:
+        if (folder / filename).is_file():
+            return folder / filename
+    looked = ", ".join(str(d) for d in dirs)
+    raise WeightsError(f"weight file {filename} not found (looked in: {looked}); {how_to_get(filename)}")
+
+
+def load_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load a state dict file into ``model`` strictly, turning every failure into a WeightsError."""
+    path = Path(path)
+    advice = how_to_get(path.name) if path.name in {f.filename for f in OFFICIAL.values()} else "check the file"
+    if not path.is_file():
+        raise WeightsError(f"weight file {path} does not exist; {advice}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, not a torch file, pickle refused...
+        raise WeightsError(f"weight file {path} is unreadable or truncated ({type(error).__name__}: "
+                           f"{str(error).splitlines()[0] if str(error) else ''}); {advice}") from None
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"weight file {path} does not hold a state dict; {advice}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        summary = str(error).splitlines()[0]
+        raise WeightsError(f"weight file {path} does not fit {type(model).__name__} "
+                           f"({summary}); wrong file or wrong model configuration? {advice}") from None
+
+
+def file_identity(path: str | os.PathLike) -> str:
+    """Short human-checkable identity for messages and reports: name plus SHA-256 prefix."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    return f"{Path(path).name}@{digest}"
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """SHA-1 that git gives a file's content: the upstream repository's checksum of each weight file."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def download(directory: str | os.PathLike | None = None, names: tuple[str, ...] = tuple(OFFICIAL),
+             base_url: str = UPSTREAM_BASE_URL, expected: Mapping[str, OfficialFile] = OFFICIAL,
+             timeout: float = 60.0, progress: Callable[[str, int, int | None], None] | None = None,
+             ) -> list[Path]:
+    """Fetch weight files into ``directory`` (default: the first search dir), verifying each.
+
+    Files already present with the right checksum are kept. Each file is
+    streamed to a temporary name in the same folder and renamed only once
+    complete and verified, so an interrupted transfer never leaves a file
+    under the final name.
+    """
+    target = Path(directory).expanduser() if directory else search_dirs()[0]
+    target.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        spec = expected[name]
+        final = target / spec.filename
+        if not (final.is_file() and git_blob_sha1(final.read_bytes()) == spec.git_blob_sha1):
+            _fetch_verified(f"{base_url}/{spec.filename}", final, spec.git_blob_sha1, timeout, progress)
+        paths.append(final)
+    return paths
+
+
+def _fetch_verified(url: str, final: Path, sha1: str, timeout: float,
+                    progress: Callable[[str, int, int | None], None] | None) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            data = _stream(url, out, timeout, final.name, progress)
+            out.flush()
+            os.fsync(out.fileno())
+        actual = git_blob_sha1(data)
+        if actual != sha1:
+            raise WeightsError(f"{final.name} from {url} failed verification: git blob SHA-1 {actual}, "
+                               f"expected {sha1}; nothing was written to {final}")
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _stream(url: str, out, timeout: float, label: str,
+            progress: Callable[[str, int, int | None], None] | None) -> bytes:
+    chunks = []
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length else None
+            done = 0
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                chunks.append(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(label, done, total)
+    except (OSError, ValueError, http.client.HTTPException) as error:  # URLError, timeouts, IncompleteRead
+        raise WeightsError(f"download of {url} failed: {error}") from None
+    if total is not None and done != total:
+        raise WeightsError(f"download of {url} was interrupted: {done} of {total} bytes")
+    return b"".join(chunks)
