@@ -1,0 +1,149 @@
+"""Model configuration, state-dict layout, edge cases and batching of SuperPoint/SuperGlue."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from superglue_ros import Features, MatchResult, SuperGlue, SuperPoint
+
+from conftest import GOLDEN, require, rule_weights
+
+
+@pytest.fixture(scope="module")
+def superpoint() -> SuperPoint:
+    model = SuperPoint(max_keypoints=256).eval()
+    model.load_state_dict(rule_weights(model))
+    return model
+
+
+@pytest.fixture(scope="module")
+def superglue() -> SuperGlue:
+    model = SuperGlue(sinkhorn_iterations=30).eval()
+    model.load_state_dict(rule_weights(model))
+    return model
+
+
+def textured(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """Blurred noise: plenty of corners for any weights."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.rand((1, 1, height // 4 + 1, width // 4 + 1), generator=gen)
+    return torch.nn.functional.interpolate(noise, size=(height, width), mode="bilinear")[0, 0]
+
+
+def random_features(n: int, size=(120, 160), seed: int = 0, dim: int = 256) -> Features:
+    gen = torch.Generator().manual_seed(seed)
+    keypoints = torch.rand((n, 2), generator=gen) * torch.tensor([size[1] - 1, size[0] - 1])
+    descriptors = torch.nn.functional.normalize(torch.randn((n, dim), generator=gen), dim=1)
+    return Features(keypoints, torch.rand(n, generator=gen), descriptors, size)
+
+
+def test_state_dict_layout_is_the_official_one():
+    assert len(SuperPoint().state_dict()) == 24
+    assert len(SuperGlue().state_dict()) == 339
+    sp_official = torch.load(require(GOLDEN / "synthetic" / "superpoint.pth"))
+    sg_official = torch.load(GOLDEN / "synthetic" / "superglue.pth")
+    for model, official in ((SuperPoint(), sp_official), (SuperGlue(), sg_official)):
+        ours = model.state_dict()
+        assert list(ours) == list(official)
+        assert all(ours[k].shape == official[k].shape for k in ours)
+
+
+@pytest.mark.parametrize("model, config, message", [
+    (SuperPoint, {"nms_radius": -1}, "nms_radius"),
+    (SuperPoint, {"keypoint_threshold": 1.5}, "keypoint_threshold"),
+    (SuperPoint, {"max_keypoints": 0}, "max_keypoints"),
+    (SuperPoint, {"remove_borders": 2.5}, "remove_borders"),
+    (SuperGlue, {"sinkhorn_iterations": -3}, "sinkhorn_iterations"),
+    (SuperGlue, {"match_threshold": 2}, "match_threshold"),
+    (SuperGlue, {"GNN_layers": ["self", "sideways"]}, "GNN_layers"),
+    (SuperGlue, {"descriptor_dim": 130}, "divisible"),
+    (SuperGlue, {"no_such_option": 1}, "unknown"),
+])
+def test_invalid_configuration_names_parameter_and_range(model, config, message):
+    with pytest.raises(ValueError, match=message):
+        model(**config)
+
+
+def test_defaults_are_the_reference_defaults():
+    assert SuperPoint().config == {"descriptor_dim": 256, "nms_radius": 4, "keypoint_threshold": 0.005,
+                                   "max_keypoints": -1, "remove_borders": 4}
+    config = SuperGlue().config
+    assert config["GNN_layers"] == ["self", "cross"] * 9 and config["keypoint_encoder"] == [32, 64, 128, 256]
+    assert (config["sinkhorn_iterations"], config["match_threshold"], config["descriptor_dim"]) == (100, 0.2, 256)
+
+
+@pytest.mark.parametrize("image", [torch.rand((5, 7)), torch.rand((7, 300)), torch.rand((300, 7))],
+                         ids=["tiny", "thinner-than-a-cell", "narrower-than-a-cell"])
+def test_images_smaller_than_a_cell_give_empty_features(superpoint, image):
+    features = superpoint.extract(image)
+    assert len(features) == 0
+    assert features.descriptors.shape == (0, 256) and features.image_size == tuple(image.shape)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
+def test_constant_images_match_without_error(superpoint, superglue, value):
+    """No texture: whatever the weights detect, the pipeline yields well-formed output."""
+    features = superpoint.extract(torch.full((64, 80), value))
+    assert features.descriptors.shape == (len(features), 256)
+    assert not torch.isnan(features.descriptors).any()
+    assert_well_formed(superglue.match(features, features), len(features), len(features))
+
+
+@pytest.mark.parametrize("height, width", [(61, 83), (100, 133), (8, 8)])
+def test_odd_sizes_keep_keypoints_inside_the_image(superpoint, height, width):
+    features = superpoint.extract(textured(height, width))
+    assert features.image_size == (height, width)
+    if len(features):
+        assert bool((features.keypoints[:, 0] < width).all()) and bool((features.keypoints[:, 1] < height).all())
+        torch.testing.assert_close(features.descriptors.norm(dim=1), torch.ones(len(features)))
+
+
+def assert_well_formed(result: MatchResult, n: int, m: int) -> None:
+    assert result.matches0.shape == (n,) and result.matches1.shape == (m,)
+    assert result.matching_scores0.shape == (n,) and result.matching_scores1.shape == (m,)
+    assert result.log_assignment.shape == (n + 1, m + 1)
+
+
+@pytest.mark.parametrize("n, m", [(0, 0), (0, 5), (5, 0), (1, 1), (1, 6)])
+def test_degenerate_keypoint_counts_give_well_formed_results(superglue, n, m):
+    result = superglue.match(random_features(n, seed=1), random_features(m, seed=2))
+    assert_well_formed(result, n, m)
+    if n == 0 or m == 0:
+        assert result.num_matches == 0
+    assert not torch.isnan(result.log_assignment).any()
+
+
+def test_batch_with_different_counts_equals_one_pair_at_a_time():
+    superglue = SuperGlue(sinkhorn_iterations=30, match_threshold=0.0).eval()  # every mutual match counts
+    superglue.load_state_dict(rule_weights(superglue))
+    counts = [(40, 25), (13, 51), (0, 9), (30, 30)]
+    batch0 = [random_features(n, seed=10 + i) for i, (n, _) in enumerate(counts)]
+    batch1 = [random_features(m, seed=20 + i) for i, (_, m) in enumerate(counts)]
+    # Make the pairs matchable: image 1 shares keypoints and descriptors with image 0.
+    batch1 = [Features(torch.cat([f1.keypoints, f0.keypoints[:10] + 1.0]), torch.cat([f1.scores, f0.scores[:10]]),
+                       torch.cat([f1.descriptors, f0.descriptors[:10]]), f1.image_size)
+              for f0, f1 in zip(batch0, batch1)]
+    batched = superglue.match(batch0, batch1)
+    assert len(batched) == len(counts)
+    for f0, f1, together in zip(batch0, batch1, batched):
+        alone = superglue.match(f0, f1)
+        assert_well_formed(together, len(f0), len(f1))
+        assert torch.equal(together.matches0, alone.matches0)
+        assert torch.equal(together.matches1, alone.matches1)
+        torch.testing.assert_close(together.matching_scores0, alone.matching_scores0, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(together.log_assignment, alone.log_assignment, rtol=1e-4, atol=1e-4)
+    assert sum(r.num_matches for r in batched) > 0
+
+
+def test_match_rejects_mismatched_inputs(superglue):
+    with pytest.raises(ValueError, match="as many"):
+        superglue.match([random_features(3)], [])
+    with pytest.raises(ValueError, match="dimension"):
+        superglue.match(random_features(3, dim=128), random_features(3, dim=128))
+    with pytest.raises(TypeError):
+        superglue.match(random_features(3), [random_features(3)])
+
+
+def test_superpoint_rejects_bad_image_shapes(superpoint):
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        superpoint.extract(torch.zeros((2, 3, 16, 16)))
