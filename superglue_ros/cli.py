@@ -11,14 +11,14 @@ import argparse
 import importlib
 import sys
 
+from .commands import CommandError
+
+__all__ = ["CommandError", "build_parser", "main"]
+
 COMMAND_MODULES = (
     "match",
     "weights",
 )
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as one line, exit code 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

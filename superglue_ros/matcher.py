@@ -110,7 +110,7 @@ class Matcher:
 
     def extract(self, image: np.ndarray, key: Hashable | None = None) -> Features:
         """Keypoints of one image, in its original pixels."""
-        return self._frame(image, key, {})[0].original
+        return self._frame(image, key, {}).original
 
     def match(self, image0: np.ndarray, image1: np.ndarray,
               key0: Hashable | None = None, key1: Hashable | None = None) -> PairMatch:

@@ -1,0 +1,58 @@
+"""Command-line options shared by the commands that build a Matcher (match, eval, bench, node)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..cli import CommandError
+
+
+def add_matcher_options(parser: argparse.ArgumentParser) -> None:
+    from ..matcher import SUPERGLUE_WEIGHTS
+
+    group = parser.add_argument_group("model")
+    group.add_argument("--weights", default="indoor", choices=SUPERGLUE_WEIGHTS,
+                       help="SuperGlue weights by name (default: %(default)s)")
+    group.add_argument("--weights-dir", help="folder with the weight files (before $SUPERGLUE_ROS_WEIGHTS_DIR "
+                                             "and ~/.cache/superglue_ros)")
+    group.add_argument("--superpoint-weights", help="explicit SuperPoint weight file")
+    group.add_argument("--superglue-weights", help="explicit SuperGlue weight file")
+    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    group.add_argument("--resize", type=int, nargs="+", metavar="N",
+                       help="W H to resize to, or one number for the longer side; keypoints are "
+                            "reported in original pixels")
+    group.add_argument("--max-keypoints", type=int, default=1024,
+                       help="SuperPoint keypoint budget, -1 for no limit (default: %(default)s)")
+    group.add_argument("--keypoint-threshold", type=float, default=0.005, help="default: %(default)s")
+    group.add_argument("--nms-radius", type=int, default=4, help="default: %(default)s")
+    group.add_argument("--sinkhorn-iterations", type=int, default=100, help="default: %(default)s")
+    group.add_argument("--match-threshold", type=float, default=0.2, help="default: %(default)s")
+
+
+def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Matcher keyword arguments from the parsed options."""
+    if args.resize is not None and len(args.resize) not in (1, 2):
+        raise CommandError("--resize takes W H or a single number (the longer side)")
+    resize = None if args.resize is None else args.resize[0] if len(args.resize) == 1 else tuple(args.resize)
+    return {
+        "weights": args.weights,
+        "weights_dir": args.weights_dir,
+        "superpoint_weights": args.superpoint_weights,
+        "superglue_weights": args.superglue_weights,
+        "device": args.device,
+        "resize": resize,
+        "superpoint": {"max_keypoints": args.max_keypoints, "keypoint_threshold": args.keypoint_threshold,
+                       "nms_radius": args.nms_radius},
+        "superglue": {"sinkhorn_iterations": args.sinkhorn_iterations, "match_threshold": args.match_threshold},
+    }
+
+
+def build_matcher(args: argparse.Namespace):
+    """A Matcher from the options; configuration and weight problems become one-line errors."""
+    from ..matcher import Matcher
+    from ..weights import WeightsError
+
+    try:
+        return Matcher(**matcher_kwargs(args))
+    except (ValueError, WeightsError) as error:
+        raise CommandError(str(error)) from None

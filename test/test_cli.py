@@ -1,0 +1,67 @@
+"""The `superglue-ros` console script as a user runs it: a real subprocess, real files."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "superglue_ros", *args], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1], env=env)
+
+
+@pytest.fixture(scope="module")
+def image_pair(tmp_path_factory) -> tuple[Path, Path]:
+    """A textured image and a copy shifted by 12 px, as files."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(3)
+    image = cv2.resize(rng.integers(0, 256, (24, 32), dtype=np.uint8), (256, 192), interpolation=cv2.INTER_CUBIC)
+    shifted = np.zeros_like(image)
+    shifted[:, 12:] = image[:, :-12]
+    paths = folder / "a.png", folder / "b.png"
+    cv2.imwrite(str(paths[0]), image)
+    cv2.imwrite(str(paths[1]), shifted)
+    return paths
+
+
+def test_match_writes_json_and_visualisation(image_pair, weight_files, tmp_path):
+    out_json, out_png = tmp_path / "m.json", tmp_path / "m.png"
+    done = run_cli("match", *map(str, image_pair), "--superpoint-weights", str(weight_files["superpoint"]),
+                   "--superglue-weights", str(weight_files["superglue"]), "--max-keypoints", "128",
+                   "--match-threshold", "0", "--json", str(out_json), "--viz", str(out_png))
+    assert done.returncode == 0, done.stderr
+    assert "matches" in done.stdout and "superglue" in done.stdout
+    result = json.loads(out_json.read_text())
+    assert len(result["matches"]) == len(result["confidences"]) > 0
+    assert result["image_size0"] == [192, 256]
+    assert cv2.imread(str(out_png)).shape == (192, 256 * 2 + 10, 3)
+
+
+@pytest.mark.parametrize("make_bad", [
+    lambda folder: folder / "missing.png",
+    lambda folder: (folder / "garbage.png").write_bytes(b"not an image") and folder / "garbage.png",
+])
+def test_unreadable_image_is_exit_2_with_one_line(image_pair, tmp_path, make_bad):
+    done = run_cli("match", str(make_bad(tmp_path)), str(image_pair[1]))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot read image" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_missing_weights_is_exit_2_with_remedy(image_pair, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "SUPERGLUE_ROS_WEIGHTS_DIR"}
+    done = run_cli("match", *map(str, image_pair), "--weights-dir", str(tmp_path), env={**env, "HOME": str(tmp_path)})
+    assert done.returncode == 2
+    assert "superglue-ros weights download" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_help_lists_commands():
+    done = run_cli("--help")
+    assert done.returncode == 0 and "match" in done.stdout and "weights" in done.stdout
