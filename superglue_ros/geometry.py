@@ -17,7 +17,6 @@ from .validation import check_choice, check_number
 METHODS = {
     "ransac": cv2.RANSAC,
     "lmeds": cv2.LMEDS,
-    "rho": cv2.RHO,
     "usac_default": cv2.USAC_DEFAULT,
     "usac_magsac": cv2.USAC_MAGSAC,
 }
@@ -70,8 +69,8 @@ def estimate_homography(points0: np.ndarray, points1: np.ndarray, method: str = 
     if reason:
         return invalid(reason)
     inliers = mask.ravel().astype(bool)
-    if inliers.sum() < MIN_POINTS:
-        return invalid(f"only {int(inliers.sum())} inliers")
+    if inliers.sum() < min_matches:
+        return invalid(f"too few inliers ({int(inliers.sum())} < min_matches={min_matches})")
     return HomographyEstimate(h / h[2, 2], True, "", inliers, int(inliers.sum()), count, threshold)
 
 

@@ -1,0 +1,70 @@
+"""Robust homography on injected correspondences: recovery, outliers, and every invalid case."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from superglue_ros.geometry import degeneracy, estimate_homography, project
+
+H_TRUE = np.array([[0.9, 0.08, 30.0], [-0.05, 1.1, -12.0], [1e-4, -5e-5, 1.0]])
+
+
+def correspondences(count: int, outliers: int = 0, noise: float = 0.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    points0 = rng.uniform([0, 0], [640, 480], size=(count, 2))
+    points1 = project(H_TRUE, points0) + rng.normal(0, noise, size=(count, 2))
+    points1[:outliers] = rng.uniform([0, 0], [640, 480], size=(outliers, 2))
+    return points0, points1
+
+
+def corner_error(h: np.ndarray) -> float:
+    corners = np.array([[0, 0], [639, 0], [639, 479], [0, 479]], dtype=float)
+    return float(np.linalg.norm(project(h, corners) - project(H_TRUE, corners), axis=1).mean())
+
+
+@pytest.mark.parametrize("method", ["ransac", "usac_magsac", "lmeds", "usac_default"])
+def test_recovers_a_known_warp_despite_outliers(method):
+    points0, points1 = correspondences(200, outliers=40, noise=0.3)
+    estimate = estimate_homography(points0, points1, method=method, threshold=3.0)
+    assert estimate.valid and estimate.reason == ""
+    assert corner_error(estimate.h) < 0.5
+    assert estimate.num_matches == 200 and 150 <= estimate.num_inliers <= 165
+    assert not estimate.inliers[:40].any() or estimate.inliers[:40].sum() <= 3
+    assert estimate.inlier_ratio == pytest.approx(estimate.num_inliers / 200)
+
+
+def test_too_few_matches_is_invalid_with_identity():
+    points0, points1 = correspondences(5)
+    estimate = estimate_homography(points0, points1, min_matches=8)
+    assert not estimate.valid and "too few matches (5 < min_matches=8)" in estimate.reason
+    assert np.array_equal(estimate.h, np.eye(3)) and estimate.num_inliers == 0 and estimate.inliers.shape == (5,)
+
+
+def test_pure_noise_is_invalid():
+    rng = np.random.default_rng(1)
+    estimate = estimate_homography(rng.uniform(0, 640, (60, 2)), rng.uniform(0, 640, (60, 2)), min_matches=15)
+    assert not estimate.valid and estimate.reason
+
+
+def test_collinear_points_are_invalid():
+    xs = np.linspace(0, 600, 30)
+    points0 = np.stack([xs, 2 * xs + 5], axis=1)
+    estimate = estimate_homography(points0, points0 + 3.0)
+    assert not estimate.valid and estimate.reason
+
+
+def test_mirror_image_is_flagged_degenerate():
+    mirror = np.array([[-1.0, 0, 640], [0, 1, 0], [0, 0, 1]])
+    assert "flips orientation" in degeneracy(mirror)
+    assert "not finite" in degeneracy(np.full((3, 3), np.nan))
+    assert degeneracy(H_TRUE) == ""
+
+
+def test_bad_arguments_name_the_parameter():
+    points0, points1 = correspondences(10)
+    with pytest.raises(ValueError, match="method"):
+        estimate_homography(points0, points1, method="magic")
+    with pytest.raises(ValueError, match="min_matches"):
+        estimate_homography(points0, points1, min_matches=3)
+    with pytest.raises(ValueError, match="same shape"):
+        estimate_homography(points0, points1[:5])
