@@ -59,15 +59,15 @@ def max_pool_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
 def sample_descriptors(keypoints: torch.Tensor, dense: torch.Tensor, cell: int = CELL) -> torch.Tensor:
     """Bilinearly sample a (1, D, h, w) descriptor map at (N, 2) pixel keypoints -> (N, D).
 
-    Pixel x maps to grid coordinate -1 at the centre of the first cell's
-    sampling point ((cell - 1) / 2 px) and +1 at the last; the reference's
-    mapping, which is what makes descriptors agree to 1e-5.
+    The reference maps pixel x to (x - (cell/2 - 0.5)) / (w*cell - cell/2 - 0.5) * 2 - 1
+    with ``align_corners=True`` (not the geometrically centred mapping); using
+    exactly that is what makes descriptors agree to 1e-5.
     """
     _, dim, h, w = dense.shape
     if keypoints.shape[0] == 0:
         return dense.new_zeros((0, dim))
     offset = cell / 2 - 0.5
-    extent = keypoints.new_tensor([w * cell - offset - 1.0, h * cell - offset - 1.0])
+    extent = keypoints.new_tensor([w * cell - cell / 2 - 0.5, h * cell - cell / 2 - 0.5])
     grid = (keypoints - offset) / extent * 2 - 1
     sampled = F.grid_sample(dense, grid.view(1, 1, -1, 2), mode="bilinear", align_corners=True)
     return F.normalize(sampled.view(dim, -1).t(), p=2, dim=1)
