@@ -4,6 +4,8 @@ torch is bounded above so that a fresh `pip install` on a CPU-only machine
 resolves to the locally cached CPU build instead of a multi-GB CUDA build;
 robots with their own torch just need a version in range.
 """
+import glob
+
 from setuptools import find_packages, setup
 
 package_name = "superglue_ros"
@@ -19,6 +21,9 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
+        (f"share/{package_name}/msg", sorted(glob.glob("msg/*.msg"))),
+        (f"share/{package_name}/launch", sorted(glob.glob("launch/*.py"))),
+        (f"share/{package_name}/config", sorted(glob.glob("config/*.yaml"))),
     ],
     install_requires=[
         "torch>=2.1,<2.14",
