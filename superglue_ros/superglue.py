@@ -122,8 +122,10 @@ class MultiHeadedAttention(nn.Module):
         return F.linear(x, weight, bias).chunk(3, dim=-1)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> contiguous (B, heads, N, D/heads); strided inputs would send
+        scaled_dot_product_attention to its slow unfused fallback."""
         b, n, dim = x.shape
-        return x.view(b, n, dim // self.num_heads, self.num_heads).permute(0, 3, 1, 2)
+        return x.view(b, n, dim // self.num_heads, self.num_heads).permute(0, 3, 1, 2).contiguous()
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                key_mask: torch.Tensor | None) -> torch.Tensor:
