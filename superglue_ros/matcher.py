@@ -9,7 +9,6 @@ SuperPoint once per frame rather than twice per pair.
 from __future__ import annotations
 
 import os
-import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -22,10 +21,12 @@ from .features import Features, MatchResult
 from .preprocess import resize_gray, resized_shape, to_gray_float
 from .superglue import SuperGlue
 from .superpoint import SuperPoint
+from .timing import StageClock
 from .validation import check_choice, check_number
 from .weights import file_identity, find_official, load_into
 
 SUPERGLUE_WEIGHTS = ("indoor", "outdoor")
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -80,6 +81,11 @@ class Matcher:
     resize: None, (W, H), or an int for the longer side; keypoints are mapped back.
     superpoint / superglue: model configuration overrides (reference names).
     cache_size: how many keyed frames keep their features.
+    precision: "fp32" (exact, default), or "bf16" / "fp16" autocast for the
+        convolutions, projections and attention (keypoint normalisation and
+        Sinkhorn stay float32); the fast modes also run SuperPoint channels-last.
+    profile: split SuperGlue's time into GNN and Sinkhorn and, on CUDA, synchronise
+        around every stage so that per-stage times are true (costs a little).
     """
 
     def __init__(self, weights: str = "indoor", weights_dir: str | os.PathLike | None = None,
@@ -87,8 +93,10 @@ class Matcher:
                  superglue_weights: str | os.PathLike | None = None,
                  device: str | torch.device = "cpu", resize: int | tuple[int, int] | None = None,
                  superpoint: dict[str, Any] | None = None, superglue: dict[str, Any] | None = None,
-                 cache_size: int = 16, channel_order: str = "bgr") -> None:
+                 cache_size: int = 16, channel_order: str = "bgr", precision: str = "fp32",
+                 profile: bool = False) -> None:
         check_choice("weights", weights, SUPERGLUE_WEIGHTS)
+        check_choice("precision", precision, tuple(PRECISIONS))
         check_number("cache_size", cache_size, 0, None, integer=True)
         check_choice("channel_order", channel_order, ("bgr", "rgb"))
         _check_resize(resize)
@@ -105,6 +113,10 @@ class Matcher:
         load_into(self.superglue, sg_path)
         self.superpoint.eval().to(self.device)
         self.superglue.eval().to(self.device)
+        self.precision = precision
+        self.profile = profile
+        if precision != "fp32":
+            self.superpoint.to(memory_format=torch.channels_last)
         self.model_name = f"superpoint+superglue_{weights}" if superglue_weights is None else "superpoint+superglue"
         self.weights_id = f"{file_identity(sp_path)}+{file_identity(sg_path)}"
 
@@ -118,14 +130,17 @@ class Matcher:
         timings = {"preprocess": 0.0, "superpoint": 0.0}
         frame0 = self._frame(image0, key0, timings)
         frame1 = self._frame(image1, key1, timings)
-        start = time.perf_counter()
-        result = self.superglue.match(frame0.network, frame1.network)
-        timings["superglue"] = time.perf_counter() - start
+        with StageClock(timings, "superglue", self.device if self.profile else None), self._autocast():
+            result = self.superglue.match(frame0.network, frame1.network, timings if self.profile else None)
         return PairMatch(frame0.original, frame1.original, result, timings)
 
     def match_features(self, features0: Features, features1: Features) -> MatchResult:
         """SuperGlue on features the caller computed (network pixels of their own images)."""
-        return self.superglue.match(features0, features1)
+        with self._autocast():
+            return self.superglue.match(features0, features1)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32")
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -134,21 +149,27 @@ class Matcher:
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        start = time.perf_counter()
-        gray = to_gray_float(image, self.channel_order)
-        height, width = gray.shape
-        net_hw = resized_shape(height, width, self.resize)
-        tensor = torch.from_numpy(resize_gray(gray, net_hw)).to(self.device)
-        after_preprocess = time.perf_counter()
-        network = self.superpoint.extract(tensor)
-        timings["preprocess"] = timings.get("preprocess", 0.0) + after_preprocess - start
-        timings["superpoint"] = timings.get("superpoint", 0.0) + time.perf_counter() - after_preprocess
+        sync_device = self.device if self.profile else None
+        with StageClock(timings, "preprocess", sync_device):
+            gray = to_gray_float(image, self.channel_order)
+            height, width = gray.shape
+            tensor = upload(resize_gray(gray, resized_shape(height, width, self.resize)), self.device)
+        with StageClock(timings, "superpoint", sync_device), self._autocast():
+            network = self.superpoint.extract(tensor)
         frame = Frame(network, to_original_pixels(network, (height, width)))
         if key is not None and self.cache_size:
             self._cache[key] = frame
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return frame
+
+
+def upload(gray: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host image -> device tensor; through pinned memory on CUDA so the copy is asynchronous."""
+    tensor = torch.from_numpy(gray)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
 
 
 def to_original_pixels(features: Features, original_hw: tuple[int, int]) -> Features:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .features import Features, MatchResult
+from .timing import StageClock
 from .optimal_transport import extract_matches, log_optimal_transport
 from .validation import check_number, merge_config
 
@@ -29,6 +30,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "num_heads": 4,
     "sinkhorn_iterations": 100,
     "match_threshold": 0.2,
+    "sinkhorn_tolerance": 0.0,
 }
 
 
@@ -48,6 +50,7 @@ def validate_config(config: dict[str, Any]) -> None:
         raise ValueError(f"GNN_layers must be a list of 'self'/'cross', got {layers!r}")
     check_number("sinkhorn_iterations", config["sinkhorn_iterations"], 0, 10000, integer=True)
     check_number("match_threshold", config["match_threshold"], 0.0, 1.0)
+    check_number("sinkhorn_tolerance", config["sinkhorn_tolerance"], 0.0, 1.0)
 
 
 def pointwise_mlp(channels: Sequence[int]) -> nn.Sequential:
@@ -199,35 +202,52 @@ class SuperGlue(nn.Module):
         keypoints (B, N, 2) pixels, scores (B, N), descriptors (B, N, D), size (B, 2) as (H, W),
         masks (B, N) bool (True = real keypoint) or None when nothing is padded.
         """
+        stages = self.score_stages(keypoints0, scores0, descriptors0, size0,
+                                   keypoints1, scores1, descriptors1, size1, mask0, mask1)
+        stages["log_assignment"] = self.optimal_transport(stages["raw_scores"], mask0, mask1)
+        return stages
+
+    def score_stages(self, keypoints0: torch.Tensor, scores0: torch.Tensor, descriptors0: torch.Tensor,
+                     size0: torch.Tensor, keypoints1: torch.Tensor, scores1: torch.Tensor,
+                     descriptors1: torch.Tensor, size1: torch.Tensor,
+                     mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None,
+                     ) -> dict[str, torch.Tensor]:
+        """Keypoint encoder, attentional GNN and final projection up to the (B, N, M) score matrix."""
         kenc0 = self.kenc(normalize_keypoints(keypoints0, size0), scores0)
         kenc1 = self.kenc(normalize_keypoints(keypoints1, size1), scores1)
         gnn0, gnn1 = self.gnn(descriptors0 + kenc0, descriptors1 + kenc1, mask0, mask1)
         mdesc0, mdesc1 = linear(gnn0, self.final_proj), linear(gnn1, self.final_proj)
         raw_scores = torch.einsum("bnd,bmd->bnm", mdesc0, mdesc1) / self.config["descriptor_dim"] ** 0.5
-        log_assignment = log_optimal_transport(
-            raw_scores, self.bin_score, self.config["sinkhorn_iterations"], mask0, mask1)
         return {"kenc0": kenc0, "kenc1": kenc1, "gnn_desc0": gnn0, "gnn_desc1": gnn1,
-                "mdesc0": mdesc0, "mdesc1": mdesc1, "raw_scores": raw_scores,
-                "log_assignment": log_assignment}
+                "mdesc0": mdesc0, "mdesc1": mdesc1, "raw_scores": raw_scores}
+
+    def optimal_transport(self, raw_scores: torch.Tensor, mask0: torch.Tensor | None = None,
+                          mask1: torch.Tensor | None = None) -> torch.Tensor:
+        return log_optimal_transport(raw_scores, self.bin_score, self.config["sinkhorn_iterations"],
+                                     mask0, mask1, self.config["sinkhorn_tolerance"])
 
     @torch.inference_mode()
     def match(self, features0: Features | Sequence[Features],
-              features1: Features | Sequence[Features]) -> MatchResult | list[MatchResult]:
+              features1: Features | Sequence[Features],
+              timings: dict[str, float] | None = None) -> MatchResult | list[MatchResult]:
         """Match one pair (Features, Features) or a batch (two equal-length sequences).
 
         A batch with different keypoint counts is padded and masked, so every
-        pair gets the result it would get alone.
+        pair gets the result it would get alone. ``timings``, when given, gets
+        the seconds spent in the GNN ("superglue_gnn") and in Sinkhorn
+        ("sinkhorn"); on CUDA that costs a synchronisation per stage.
         """
         if isinstance(features0, Features) and isinstance(features1, Features):
-            return self._match_batch([features0], [features1])[0]
+            return self._match_batch([features0], [features1], timings)[0]
         if isinstance(features0, Features) or isinstance(features1, Features):
             raise TypeError("match() takes two Features or two sequences of Features")
         if len(features0) != len(features1):
             raise ValueError(f"batched match needs as many features0 as features1 "
                              f"({len(features0)} != {len(features1)})")
-        return self._match_batch(list(features0), list(features1))
+        return self._match_batch(list(features0), list(features1), timings)
 
-    def _match_batch(self, batch0: list[Features], batch1: list[Features]) -> list[MatchResult]:
+    def _match_batch(self, batch0: list[Features], batch1: list[Features],
+                     timings: dict[str, float] | None) -> list[MatchResult]:
         dim = self.config["descriptor_dim"]
         for f in batch0 + batch1:
             if len(f) and f.descriptor_dim != dim:
@@ -237,18 +257,23 @@ class SuperGlue(nn.Module):
         for i in set(range(len(batch0))) - set(full):
             results[i] = self._unmatchable(len(batch0[i]), len(batch1[i]))
         if full:
-            for i, result in zip(full, self._match_padded([batch0[i] for i in full], [batch1[i] for i in full])):
+            padded = self._match_padded([batch0[i] for i in full], [batch1[i] for i in full], timings)
+            for i, result in zip(full, padded):
                 results[i] = result
         return results  # type: ignore[return-value]
 
-    def _match_padded(self, batch0: list[Features], batch1: list[Features]) -> list[MatchResult]:
+    def _match_padded(self, batch0: list[Features], batch1: list[Features],
+                      timings: dict[str, float] | None) -> list[MatchResult]:
         device = self.bin_score.device
         kpts0, scores0, desc0, size0, mask0 = pad_features(batch0, device)
         kpts1, scores1, desc1, size1, mask1 = pad_features(batch1, device)
         if bool(mask0.all()) and bool(mask1.all()):
             mask0 = mask1 = None
-        log_assignment = self(kpts0, scores0, desc0, size0, kpts1, scores1, desc1, size1,
-                              mask0, mask1)["log_assignment"]
+        with StageClock(timings, "superglue_gnn", device):
+            raw_scores = self.score_stages(kpts0, scores0, desc0, size0, kpts1, scores1, desc1, size1,
+                                           mask0, mask1)["raw_scores"]
+        with StageClock(timings, "sinkhorn", device):
+            log_assignment = self.optimal_transport(raw_scores, mask0, mask1)
         return [self._result(unpad_plan(log_assignment[b], len(f0), len(f1)))
                 for b, (f0, f1) in enumerate(zip(batch0, batch1))]
 
@@ -261,8 +286,7 @@ class SuperGlue(nn.Module):
         device = self.bin_score.device
         if n + m == 0:
             return self._result(torch.zeros((1, 1), device=device))
-        scores = torch.zeros((1, n, m), device=device)
-        return self._result(log_optimal_transport(scores, self.bin_score, self.config["sinkhorn_iterations"])[0])
+        return self._result(self.optimal_transport(torch.zeros((1, n, m), device=device))[0])
 
 
 def pad_features(batch: Sequence[Features], device: torch.device,

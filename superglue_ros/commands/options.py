@@ -27,6 +27,12 @@ def add_matcher_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--nms-radius", type=int, default=4, help="default: %(default)s")
     group.add_argument("--sinkhorn-iterations", type=int, default=100, help="default: %(default)s")
     group.add_argument("--match-threshold", type=float, default=0.2, help="default: %(default)s")
+    group.add_argument("--sinkhorn-tolerance", type=float, default=0.0,
+                       help="stop Sinkhorn early once row marginals are this close (0 = run all "
+                            "iterations, the exact mode; default: %(default)s)")
+    group.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                       help="fp32 is exact; bf16 (CPU) / fp16 (CUDA) trade a few matches for speed "
+                            "(default: %(default)s)")
 
 
 def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -43,16 +49,18 @@ def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "resize": resize,
         "superpoint": {"max_keypoints": args.max_keypoints, "keypoint_threshold": args.keypoint_threshold,
                        "nms_radius": args.nms_radius},
-        "superglue": {"sinkhorn_iterations": args.sinkhorn_iterations, "match_threshold": args.match_threshold},
+        "superglue": {"sinkhorn_iterations": args.sinkhorn_iterations, "match_threshold": args.match_threshold,
+                      "sinkhorn_tolerance": args.sinkhorn_tolerance},
+        "precision": args.precision,
     }
 
 
-def build_matcher(args: argparse.Namespace):
+def build_matcher(args: argparse.Namespace, **overrides: Any):
     """A Matcher from the options; configuration and weight problems become one-line errors."""
     from ..matcher import Matcher
     from ..weights import WeightsError
 
     try:
-        return Matcher(**matcher_kwargs(args))
+        return Matcher(**{**matcher_kwargs(args), **overrides})
     except (ValueError, WeightsError) as error:
         raise CommandError(str(error)) from None

@@ -1,0 +1,65 @@
+"""sensor_msgs Image / CompressedImage payloads to numpy, shared by the node and the bag reader.
+
+Works on plain attributes (``data``, ``encoding``, ``height``, ``width``,
+``step``, ``is_bigendian`` / ``format``), so rclpy messages and rosbags
+messages decode through the same code. Anything a camera driver can get wrong
+raises :class:`ImageDecodeError` with a one-line reason.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+RAW_IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+# encoding -> (numpy dtype, channels, OpenCV conversion to the BGR order the matcher expects)
+ENCODINGS: dict[str, tuple[str, int, int | None]] = {
+    "mono8": ("uint8", 1, None),
+    "8UC1": ("uint8", 1, None),
+    "mono16": ("uint16", 1, None),
+    "16UC1": ("uint16", 1, None),
+    "bgr8": ("uint8", 3, None),
+    "rgb8": ("uint8", 3, cv2.COLOR_RGB2BGR),
+    "bgra8": ("uint8", 4, None),
+    "rgba8": ("uint8", 4, cv2.COLOR_RGBA2BGRA),
+}
+
+
+class ImageDecodeError(ValueError):
+    """An image message that cannot be turned into pixels (encoding, size or payload)."""
+
+
+def decode_image(message: Any, msgtype: str, topic: str = "") -> np.ndarray:
+    """sensor_msgs Image/CompressedImage -> numpy (H, W) or (H, W, C), colour in BGR(A) order."""
+    if msgtype == COMPRESSED_IMAGE:
+        return decode_compressed(np.asarray(message.data, dtype=np.uint8), message.format, topic)
+    return decode_raw(np.asarray(message.data, dtype=np.uint8), message.encoding, int(message.height),
+                      int(message.width), int(message.step), bool(message.is_bigendian), topic)
+
+
+def decode_raw(data: np.ndarray, encoding: str, height: int, width: int, step: int,
+               big_endian: bool = False, topic: str = "") -> np.ndarray:
+    """Raw pixel buffer -> image; rows may be padded (step > width * pixel size)."""
+    if encoding not in ENCODINGS:
+        raise ImageDecodeError(f"unsupported image encoding {encoding!r} on {topic or 'image topic'}; "
+                       f"supported: {', '.join(ENCODINGS)} and CompressedImage")
+    dtype_name, channels, conversion = ENCODINGS[encoding]
+    dtype = np.dtype(dtype_name).newbyteorder(">" if big_endian else "<")
+    row_bytes = width * channels * dtype.itemsize
+    if height == 0 or width == 0 or step < row_bytes or data.size < step * (height - 1) + row_bytes:
+        raise ImageDecodeError(f"image on {topic or 'image topic'} is malformed: {height}x{width} {encoding} "
+                       f"with step {step} but {data.size} data bytes")
+    rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
+    pixels = np.ascontiguousarray(rows).view(dtype).astype(dtype.newbyteorder("="))
+    image = pixels.reshape(height, width, channels) if channels > 1 else pixels.reshape(height, width)
+    return cv2.cvtColor(image, conversion) if conversion is not None else image
+
+
+def decode_compressed(data: np.ndarray, fmt: str, topic: str = "") -> np.ndarray:
+    """JPEG/PNG payload -> image as stored (8- or 16-bit, BGR order for colour)."""
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ImageDecodeError(f"compressed image on {topic or 'image topic'} (format {fmt!r}) cannot be decoded")
+    return image

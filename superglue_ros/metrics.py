@@ -1,0 +1,181 @@
+"""Evaluation metrics in plain numpy, defined as in the SuperGlue paper's experiments.
+
+Kept free of torch, OpenCV and ROS so that every number in a report can be
+re-derived by hand from the per-pair records in ``metrics.json``.
+Conventions: keypoints are (x, y) pixels with (0, 0) the centre of the
+top-left pixel; ``matches0[i] = j`` means keypoint i of image 0 matches
+keypoint j of image 1, ``-1`` means unmatched and (ground truth only) ``-2``
+means "ambiguous, ignored".
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+HOMOGRAPHY_AUC_THRESHOLDS = (1.0, 3.0, 5.0, 10.0)  # mean corner error [px]
+POSE_AUC_THRESHOLDS = (5.0, 10.0, 20.0)  # max(rotation, translation-direction) error [deg]
+
+
+def precision_recall(matches0: np.ndarray, gt_matches0: np.ndarray) -> tuple[float, float]:
+    """Match precision and recall against ground-truth correspondences.
+
+    A predicted match (i, j) is correct when the ground truth pairs i with j.
+    Precision = correct / predicted, leaving out predictions from keypoints
+    whose ground truth is ambiguous (-2); recall = correct / ground-truth
+    matches. An empty denominator gives NaN (undefined, not zero).
+    """
+    matches0 = np.asarray(matches0).reshape(-1)
+    gt_matches0 = np.asarray(gt_matches0).reshape(-1)
+    if matches0.shape != gt_matches0.shape:
+        raise ValueError(f"matches0 {matches0.shape} and gt_matches0 {gt_matches0.shape} differ in shape")
+    predicted = (matches0 >= 0) & (gt_matches0 != -2)
+    correct = predicted & (matches0 == gt_matches0)
+    positives = gt_matches0 >= 0
+    return _ratio(correct.sum(), predicted.sum()), _ratio(correct.sum(), positives.sum())
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return float(numerator) / float(denominator) if denominator else math.nan
+
+
+def image_corners(height: int, width: int) -> np.ndarray:
+    """The four corner pixel centres, (4, 2) as (x, y)."""
+    return np.array([[0.0, 0.0], [width - 1.0, 0.0], [width - 1.0, height - 1.0], [0.0, height - 1.0]])
+
+
+def apply_homography(h: np.ndarray, points: np.ndarray) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    projected = np.concatenate([points, np.ones((len(points), 1))], axis=1) @ np.asarray(h, dtype=np.float64).T
+    return projected[:, :2] / projected[:, 2:3]
+
+
+def mean_corner_error(h_estimate: np.ndarray | None, h_true: np.ndarray, height: int, width: int) -> float:
+    """Mean distance [px] between the image-0 corners mapped by the estimate and by the truth.
+
+    A missing estimate (``None``) is infinitely wrong, so failures count
+    against the AUC instead of being dropped.
+    """
+    if h_estimate is None:
+        return math.inf
+    corners = image_corners(height, width)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        distances = np.linalg.norm(apply_homography(h_estimate, corners) - apply_homography(h_true, corners), axis=1)
+    error = float(distances.mean())
+    return error if math.isfinite(error) else math.inf
+
+
+def error_auc(errors: Sequence[float], thresholds: Sequence[float]) -> dict[float, float]:
+    """Area under the recall-vs-error curve up to each threshold, divided by the threshold.
+
+    Recall at error e is the fraction of pairs with error <= e; the curve is
+    piecewise linear between the sorted errors, starting at (0, 0), as the
+    paper's ``pose_auc``. Infinite/NaN errors (failures) lower the recall but
+    never reach a threshold. 1.0 means every pair had zero error.
+    """
+    values = np.asarray(errors, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        return {float(t): math.nan for t in thresholds}
+    values = np.where(np.isnan(values), np.inf, values)
+    ordered = np.concatenate([[0.0], np.sort(values)])
+    recall = np.arange(len(ordered)) / values.size
+    aucs = {}
+    for threshold in thresholds:
+        last = int(np.searchsorted(ordered, threshold, side="right"))
+        x = np.concatenate([ordered[:last], [threshold]])
+        y = np.concatenate([recall[:last], [recall[last - 1]]])
+        aucs[float(threshold)] = float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0) / threshold)
+    return aucs
+
+
+def rotation_error_deg(r_estimate: np.ndarray, r_true: np.ndarray) -> float:
+    """Angle [deg] of the rotation taking the estimate to the truth."""
+    cosine = (np.trace(np.asarray(r_estimate).T @ np.asarray(r_true)) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
+def translation_error_deg(t_estimate: np.ndarray, t_true: np.ndarray) -> float:
+    """Angle [deg] between translation directions, sign-agnostic as an essential matrix fixes only the line.
+
+    A zero-length vector has no direction: the error is then NaN.
+    """
+    a = np.asarray(t_estimate, dtype=np.float64).reshape(3)
+    b = np.asarray(t_true, dtype=np.float64).reshape(3)
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    if norms < 1e-12:
+        return math.nan
+    return float(np.degrees(np.arccos(np.clip(abs(a @ b) / norms, 0.0, 1.0))))
+
+
+def pose_error_deg(r_estimate: np.ndarray | None, t_estimate: np.ndarray | None,
+                   r_true: np.ndarray, t_true: np.ndarray) -> float:
+    """The paper's pose error: the larger of the rotation and translation-direction errors; inf on failure."""
+    if r_estimate is None or t_estimate is None:
+        return math.inf
+    t_error = translation_error_deg(t_estimate, t_true)
+    if math.isnan(t_error):
+        return math.nan
+    return max(rotation_error_deg(r_estimate, r_true), t_error)
+
+
+def relative_pose(r_world0: np.ndarray, t_world0: np.ndarray,
+                  r_world1: np.ndarray, t_world1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(R, t) taking camera-0 coordinates to camera-1 coordinates, from camera-to-world poses."""
+    r_10 = np.asarray(r_world1).T @ np.asarray(r_world0)
+    t_10 = np.asarray(r_world1).T @ (np.asarray(t_world0) - np.asarray(t_world1))
+    return r_10, t_10
+
+
+def quaternion_to_rotation(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """Rotation matrix of a (not necessarily unit) quaternion in ROS (x, y, z, w) order."""
+    q = np.array([w, x, y, z], dtype=np.float64)
+    norm = np.linalg.norm(q)
+    if norm < 1e-12:
+        raise ValueError("quaternion has zero length")
+    w, x, y, z = q / norm
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def summary(values: Sequence[float]) -> dict[str, float | int | None]:
+    """count / mean / median / p95 / min / max over the finite values (None when there are none)."""
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    finite = array[np.isfinite(array)]
+    stats: dict[str, float | int | None] = {"count": int(finite.size), "nonfinite": int(array.size - finite.size)}
+    if finite.size == 0:
+        return stats | dict.fromkeys(("mean", "median", "p95", "min", "max"))
+    return stats | {
+        "mean": float(finite.mean()),
+        "median": float(np.median(finite)),
+        "p95": float(np.percentile(finite, 95)),
+        "min": float(finite.min()),
+        "max": float(finite.max()),
+    }
+
+
+def histogram(values: Sequence[float], bins: int = 20, value_range: tuple[float, float] = (0.0, 1.0)) -> dict:
+    """Counts over equal-width bins (JSON-ready): ``{"edges": [...bins+1], "counts": [...bins]}``."""
+    counts, edges = np.histogram(np.asarray(values, dtype=np.float64).reshape(-1), bins=bins, range=value_range)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def mutual_nearest_neighbours(descriptors0: np.ndarray, descriptors1: np.ndarray) -> np.ndarray:
+    """The plain descriptor-matching baseline: i<->j when each is the other's most similar.
+
+    Returns matches0 ((N0,) int, -1 unmatched). Descriptors are (N, D) rows,
+    L2-normalised as SuperPoint outputs them, so dot products rank like distances.
+    """
+    n0, n1 = len(descriptors0), len(descriptors1)
+    matches0 = np.full(n0, -1, dtype=np.int64)
+    if n0 == 0 or n1 == 0:
+        return matches0
+    similarity = np.asarray(descriptors0, dtype=np.float64) @ np.asarray(descriptors1, dtype=np.float64).T
+    best1 = similarity.argmax(axis=1)
+    best0 = similarity.argmax(axis=0)
+    mutual = best0[best1] == np.arange(n0)
+    matches0[mutual] = best1[mutual]
+    return matches0

@@ -1,0 +1,318 @@
+"""`superglue-ros eval` / `eval-compare` end to end on small bags built from real images.
+
+Deterministic (not trained) weights are used, so these tests check the
+pipeline -- pairing, scoring, outputs, error handling -- not match quality.
+Frames are 320x240 and the network runs at 160 px with 128 keypoints and
+20 Sinkhorn iterations to keep the file fast on two CPU cores.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from superglue_ros import metrics
+from superglue_ros.bagio import open_bag
+from superglue_ros.cli import main
+from superglue_ros.evaluation import EvalConfig, estimate_relative_pose, evaluate, score_synthetic
+from superglue_ros.matcher import Matcher
+from superglue_ros.messages import Stamp
+from test_bagio import PERIOD_NS, START_NS, graffiti_frames, write_image_bag
+
+TOPIC = "/cam/image_raw"
+FAST = ["--resize", "160", "--max-keypoints", "128", "--sinkhorn-iterations", "20", "--match-threshold", "0.0",
+        "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def weights_args(weight_files: dict[str, Path]) -> list[str]:
+    return ["--superpoint-weights", str(weight_files["superpoint"]),
+            "--superglue-weights", str(weight_files["superglue"])]
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return graffiti_frames(5)
+
+
+@pytest.fixture(scope="module")
+def sqlite_run(tmp_path_factory: pytest.TempPathFactory, frames: list[np.ndarray],
+               weights_args: list[str]) -> tuple[Path, Path]:
+    """One sequential run over a 4-frame sqlite3 bag: (bag, output folder)."""
+    folder = tmp_path_factory.mktemp("sqlite_run")
+    bag = write_image_bag(folder / "bag", {TOPIC: frames[:4]}, "sqlite3")
+    out = folder / "out"
+    assert main(["eval", str(bag), "--topic", TOPIC, "--out", str(out)] + weights_args + FAST) == 0
+    return bag, out
+
+
+def fast_matcher(weight_files: dict[str, Path]) -> Matcher:
+    return Matcher(superpoint_weights=weight_files["superpoint"], superglue_weights=weight_files["superglue"],
+                   resize=160, superpoint={"max_keypoints": 128},
+                   superglue={"sinkhorn_iterations": 20, "match_threshold": 0.0})
+
+
+def read_output_bag(path: Path) -> dict[str, list[tuple[int, object]]]:
+    """Messages per topic, decoded only through the definitions embedded in the bag."""
+    from rosbags.highlevel import AnyReader
+
+    topics: dict[str, list[tuple[int, object]]] = {}
+    with AnyReader([path]) as reader:
+        for connection, timestamp, data in reader.messages():
+            topics.setdefault(connection.topic, []).append((timestamp, reader.deserialize(data, connection.msgtype)))
+    return topics
+
+
+def test_sequential_run_writes_consistent_outputs(sqlite_run: tuple[Path, Path], capsys) -> None:
+    _, out = sqlite_run
+    assert sorted(p.name for p in out.iterdir()) == ["matches_bag", "metrics.json", "report.html"]
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["schema_version"] == 1 and document["partial"] is False
+    records = document["pairs"]
+    assert [(r["frame0"], r["frame1"]) for r in records] == [(0, 1), (1, 2), (2, 3)]
+    summary = document["summary"]
+    assert summary["pairs"] == 3
+    assert summary["matches"]["median"] == np.median([r["matches"] for r in records])
+    assert set(summary["timing_ms"]) == {"decode", "preprocess", "superpoint", "superglue", "geometry", "total"}
+    assert sum(summary["matching_score_histogram"]["counts"]) == sum(r["matches"] for r in records)
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5
+    assert not re.findall(r"""(?:src|href)=["'](?!data:)""", html)  # self-contained: no external assets
+    assert "PARTIAL" not in html
+
+    messages = read_output_bag(out / "matches_bag")
+    assert len(messages["/superglue/matches"]) == len(messages["/superglue/homography"]) == 3
+    for i, ((time0, match), (time1, homography), record) in enumerate(
+            zip(messages["/superglue/matches"], messages["/superglue/homography"], records)):
+        current = Stamp.from_nanoseconds(START_NS + (i + 1) * PERIOD_NS, "cam")
+        assert time0 == time1 == current.nanoseconds  # published when the current frame arrived
+        assert (match.header.stamp.sec, match.header.stamp.nanosec, match.header.frame_id) == (
+            current.sec, current.nanosec, "cam")
+        assert match.reference_header.stamp.nanosec == Stamp.from_nanoseconds(START_NS + i * PERIOD_NS).nanosec
+        assert match.mode == 1 and (match.height, match.width) == (240, 320)
+        assert len(match.matches) == 2 * record["matches"] and len(match.keypoints) == 2 * record["keypoints1"]
+        assert homography.num_inliers == record["inliers"] and homography.valid == record["homography_valid"]
+    assert not list(out.glob(".eval-staging-*"))
+
+
+def test_compressed_mcap_with_stride_and_max_pairs(tmp_path: Path, frames: list[np.ndarray],
+                                                   weight_files: dict[str, Path]) -> None:
+    bag_path = write_image_bag(tmp_path / "bag", {"/cam/compressed": frames}, "mcap", compressed=True)
+    config = EvalConfig(bag=str(bag_path), topic="/cam/compressed", stride=2, max_pairs=1, storage="mcap")
+    with open_bag(bag_path) as bag:
+        outcome = evaluate(bag, config, fast_matcher(weight_files), tmp_path / "out", progress=False)
+    assert [(r["frame0"], r["frame1"]) for r in outcome.metrics["pairs"]] == [(0, 2)]
+    assert outcome.metrics["input"]["expected_pairs"] == 1
+    assert (tmp_path / "out" / "matches_bag" / "matches_bag.mcap").is_file()
+
+
+def test_ros1_bag_end_to_end(tmp_path: Path, frames: list[np.ndarray], weights_args: list[str], capsys) -> None:
+    bag_path = write_image_bag(tmp_path / "cam.bag", {TOPIC: frames[:2]}, "ros1", encoding="bgr8")
+    assert main(["eval", str(bag_path), "--topic", TOPIC, "--out", str(tmp_path / "out")] + weights_args + FAST) == 0
+    assert "1 pairs: median" in capsys.readouterr().out
+
+
+def test_stereo_pairs_by_nearest_stamp(tmp_path: Path, frames: list[np.ndarray],
+                                       weight_files: dict[str, Path]) -> None:
+    stamps = {"/left": [START_NS, START_NS + PERIOD_NS],
+              "/right": [START_NS - 40 * 10**6, START_NS + 3 * 10**6, START_NS + PERIOD_NS + 5 * 10**6]}
+    bag_path = write_image_bag(tmp_path / "bag", {"/left": frames[:2], "/right": frames[1:4]}, stamps=stamps)
+    config = EvalConfig(bag=str(bag_path), topic="/left", topic1="/right", mode="stereo", sync_tolerance=0.01)
+    with open_bag(bag_path) as bag:
+        outcome = evaluate(bag, config, fast_matcher(weight_files), tmp_path / "out", progress=False)
+    assert [(r["frame0"], r["frame1"]) for r in outcome.metrics["pairs"]] == [(0, 1), (1, 2)]
+    messages = read_output_bag(tmp_path / "out" / "matches_bag")["/superglue/matches"]
+    assert [m.mode for _, m in messages] == [0, 0]
+
+
+def test_synthetic_homography_scores_both_methods_on_the_same_keypoints(
+        tmp_path: Path, frames: list[np.ndarray], weight_files: dict[str, Path]) -> None:
+    from superglue_ros.synthetic import ground_truth_matches, sample_homography, warp_image
+
+    matcher = fast_matcher(weight_files)
+    gray = cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY)
+    rng = np.random.default_rng(1)
+    h = sample_homography(rng, 240, 320, 0.5)
+    pair = matcher.match(gray, warp_image(gray, h, rng))
+    scores = score_synthetic(pair, h, 3.0)
+    kpts0, kpts1 = pair.features0.keypoints.numpy(), pair.features1.keypoints.numpy()
+    gt0, _ = ground_truth_matches(kpts0, kpts1, h)
+    baseline = metrics.mutual_nearest_neighbours(pair.features0.descriptors.numpy(), pair.features1.descriptors.numpy())
+    assert scores["keypoints"] == {"keypoints0": len(kpts0), "keypoints1": len(kpts1),
+                                   "ground_truth_matches": int((gt0 >= 0).sum())}
+    assert (scores["mnn"]["precision"], scores["mnn"]["recall"]) == pytest.approx(
+        metrics.precision_recall(baseline, gt0), nan_ok=True)
+    assert (scores["superglue"]["precision"], scores["superglue"]["recall"]) == pytest.approx(
+        metrics.precision_recall(pair.result.matches0.numpy().reshape(-1), gt0), nan_ok=True)
+
+    bag_path = write_image_bag(tmp_path / "bag", {TOPIC: frames[:2]})
+    config = EvalConfig(bag=str(bag_path), topic=TOPIC, synthetic=True, strength=0.5)
+    with open_bag(bag_path) as bag:
+        outcome = evaluate(bag, config, matcher, tmp_path / "out", progress=False)
+    records = outcome.metrics["pairs"]
+    assert len(records) == 2 and all(r["keypoints0"] == r["synthetic"]["keypoints"]["keypoints0"] for r in records)
+    synthetic = outcome.metrics["summary"]["synthetic_homography"]
+    errors = [r["synthetic"]["mnn"]["corner_error"] for r in records]
+    assert synthetic["mnn"]["auc"] == {f"{t:g}px": pytest.approx(v, nan_ok=True) for t, v in
+                                       metrics.error_auc(errors, metrics.HOMOGRAPHY_AUC_THRESHOLDS).items()}
+    assert not (tmp_path / "out" / "matches_bag").exists()
+    assert "Synthetic homography benchmark" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_interrupt_leaves_partial_report(tmp_path: Path, frames: list[np.ndarray],
+                                         weight_files: dict[str, Path]) -> None:
+    bag_path = write_image_bag(tmp_path / "bag", {TOPIC: frames[:4]})
+
+    def interrupt(record: dict) -> None:
+        raise KeyboardInterrupt
+
+    with open_bag(bag_path) as bag, pytest.raises(KeyboardInterrupt):
+        evaluate(bag, EvalConfig(bag=str(bag_path), topic=TOPIC), fast_matcher(weight_files), tmp_path / "out",
+                 on_pair=interrupt, progress=False)
+    document = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert document["partial"] is True and document["summary"]["pairs"] == 1
+    assert document["input"]["expected_pairs"] == 3
+    assert "PARTIAL: interrupted after 1 of 3 pairs" in (tmp_path / "out" / "report.html").read_text()
+    assert len(read_output_bag(tmp_path / "out" / "matches_bag")["/superglue/matches"]) == 1
+
+
+def test_relative_pose_from_essential_matrix() -> None:
+    rng = np.random.default_rng(0)
+    k = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+    points = rng.uniform([-2, -2, 4], [2, 2, 8], size=(200, 3))
+    r_true = metrics.quaternion_to_rotation(0.02, -0.05, 0.03, 1.0)
+    t_true = np.array([0.5, 0.1, 0.05])
+    in1 = points @ r_true.T + t_true
+    pixels0 = (points @ k.T)[:, :2] / points[:, 2:]
+    pixels1 = (in1 @ k.T)[:, :2] / in1[:, 2:]
+    pixels1[:30] = rng.uniform([0, 0], [640, 480], size=(30, 2))  # outliers
+    r_est, t_est = estimate_relative_pose(pixels0, pixels1, k, k)
+    assert metrics.pose_error_deg(r_est, t_est, r_true, t_true) < 1.0
+    assert estimate_relative_pose(pixels0[:4], pixels1[:4], k, k) is None
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, pattern: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert pattern in lines[0], lines[0]
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path: Path, frames: list[np.ndarray], weights_args: list[str],
+                                        sqlite_run: tuple[Path, Path], capsys) -> None:
+    bag, _ = sqlite_run
+    out = str(tmp_path / "out")
+    code, _, err = run_cli(capsys, "eval", str(tmp_path / "missing"), "--topic", TOPIC, "--out", out)
+    assert_one_line_error(code, err, "no such file or folder")
+    code, _, err = run_cli(capsys, "eval", str(bag), "--topic", "/nope", "--out", out, *weights_args)
+    assert_one_line_error(code, err, f"topic /nope is not in the bag; image topics in {bag}: {TOPIC} (Image)")
+    code, _, err = run_cli(capsys, "eval", str(bag), "--out", out)
+    assert_one_line_error(code, err, f"--topic is required; image topics in {bag}: {TOPIC} (Image, 4 msgs)")
+    single = write_image_bag(tmp_path / "single", {TOPIC: frames[:1]})
+    code, _, err = run_cli(capsys, "eval", str(single), "--topic", TOPIC, "--out", out, *weights_args, *FAST)
+    assert_one_line_error(code, err, "no pairs to evaluate")
+    bayer = write_image_bag(tmp_path / "bayer", {TOPIC: [f[:, :, 0] for f in frames[:2]]}, encoding="bayer_rggb8")
+    code, _, err = run_cli(capsys, "eval", str(bayer), "--topic", TOPIC, "--out", out, *weights_args, *FAST)
+    assert_one_line_error(code, err, "unsupported image encoding 'bayer_rggb8'")
+    code, _, err = run_cli(capsys, "eval", str(bag), "--topic", TOPIC, "--mode", "stereo", "--out", out)
+    assert_one_line_error(code, err, "--mode stereo needs --topic1")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_truncated_bag_is_one_line_error(tmp_path: Path, frames: list[np.ndarray], weights_args: list[str],
+                                         storage: str, capsys) -> None:
+    bag_path = write_image_bag(tmp_path / "bag", {TOPIC: frames[:3]}, storage)
+    data_file = next(p for p in bag_path.iterdir() if p.suffix in (".db3", ".mcap"))
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    code, _, err = run_cli(capsys, "eval", str(bag_path), "--topic", TOPIC, "--out", str(tmp_path / "out"),
+                           *weights_args, *FAST)
+    assert_one_line_error(code, err, "cannot read")
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_eval_compare_prints_table_and_flags_regressions(tmp_path: Path, sqlite_run: tuple[Path, Path],
+                                                         capsys) -> None:
+    _, out = sqlite_run
+    worse = tmp_path / "worse"
+    shutil.copytree(out, worse)
+    document = json.loads((worse / "metrics.json").read_text())
+    document["summary"]["matches"]["median"] = document["summary"]["matches"]["median"] * 0.5 - 1
+    (worse / "metrics.json").write_text(json.dumps(document))
+    code, text, _ = run_cli(capsys, "eval-compare", str(out), str(out))
+    assert code == 0 and "no regressions" in text
+    assert text.splitlines()[2].split() == ["metric", "A", "B", "B", "-", "A"]
+    code, text, _ = run_cli(capsys, "eval-compare", str(out), str(worse), "--fail-on-regression")
+    row = next(line for line in text.splitlines() if line.startswith("matches median"))
+    assert code == 1 and row.endswith("REGRESSION") and "1 regression(s)" in text
+    code, _, err = run_cli(capsys, "eval-compare", str(out), str(tmp_path / "nothing"))
+    assert_one_line_error(code, err, "no metrics.json")
+
+
+def write_posed_bag(path: Path, frames: list[np.ndarray], pose_kind: str) -> Path:
+    """Images, a CameraInfo and camera-to-world poses (PoseStamped or /tf) at the image stamps."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from superglue_ros.bagio import build_message
+    from test_bagio import image_message
+
+    typestore = get_typestore(Stores.ROS2_HUMBLE)
+    pose_type = "geometry_msgs/msg/PoseStamped" if pose_kind == "pose" else "tf2_msgs/msg/TFMessage"
+    with Writer(path, version=8) as writer:
+        images = writer.add_connection(TOPIC, "sensor_msgs/msg/Image", typestore=typestore)
+        info = writer.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo", typestore=typestore)
+        poses = writer.add_connection("/gt", pose_type, typestore=typestore)
+        for i, frame in enumerate(frames):
+            stamp = START_NS + i * PERIOD_NS
+            header = Stamp.from_nanoseconds(stamp, "cam").header()
+            writer.write(images, stamp, typestore.serialize_cdr(image_message(typestore, frame, "bgr8", stamp),
+                                                                "sensor_msgs/msg/Image"))
+            camera = build_message(typestore, "sensor_msgs/msg/CameraInfo", {
+                "header": header, "height": 240, "width": 320, "distortion_model": "plumb_bob", "d": np.zeros(5),
+                "k": np.array([250.0, 0, 160, 0, 250, 120, 0, 0, 1]), "r": np.eye(3).reshape(9),
+                "p": np.zeros(12), "binning_x": 0, "binning_y": 0,
+                "roi": {"x_offset": 0, "y_offset": 0, "height": 0, "width": 0, "do_rectify": False}})
+            writer.write(info, stamp, typestore.serialize_cdr(camera, "sensor_msgs/msg/CameraInfo"))
+            position = {"x": 0.05 * i, "y": 0.0, "z": 0.0}
+            orientation = {"x": 0.0, "y": 0.0, "z": 0.0, "w": 1.0}
+            if pose_kind == "pose":
+                fields = {"header": header, "pose": {"position": position, "orientation": orientation}}
+            else:
+                fields = {"transforms": [build_message(typestore, "geometry_msgs/msg/TransformStamped", {
+                    "header": Stamp.from_nanoseconds(stamp, "world").header(), "child_frame_id": "cam",
+                    "transform": {"translation": position, "rotation": orientation}})]}
+            writer.write(poses, stamp, typestore.serialize_cdr(build_message(typestore, pose_type, fields), pose_type))
+    return path
+
+
+@pytest.mark.parametrize("pose_kind", ["pose", "tf"])
+def test_ground_truth_poses_give_pose_metrics(tmp_path: Path, frames: list[np.ndarray],
+                                              weight_files: dict[str, Path], pose_kind: str) -> None:
+    bag_path = write_posed_bag(tmp_path / "bag", frames[:3], pose_kind)
+    config = EvalConfig(bag=str(bag_path), topic=TOPIC, gt_topic="/gt")
+    with open_bag(bag_path) as bag:
+        outcome = evaluate(bag, config, fast_matcher(weight_files), tmp_path / "out", progress=False)
+    pose = outcome.metrics["summary"]["pose"]
+    assert pose["scored_pairs"] == 2 and set(pose["auc"]) == {"5deg", "10deg", "20deg"}
+    errors = [r["pose"]["error"] for r in outcome.metrics["pairs"]]
+    assert pose["auc"] == pytest.approx(
+        {f"{t:g}deg": v for t, v in metrics.error_auc(errors, metrics.POSE_AUC_THRESHOLDS).items()})
+    assert "Relative pose" in (tmp_path / "out" / "report.html").read_text()

@@ -1,0 +1,114 @@
+"""Metric functions against answers worked out by hand, and the homography chain on a known warp."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from superglue_ros import metrics
+from superglue_ros.geometry import estimate_homography
+from superglue_ros.synthetic import project_points, sample_homography
+
+
+def test_precision_recall_small_case() -> None:
+    # keypoint: 0 correct; 1 wrong partner; 2 missed; 3 ambiguous truth (prediction not counted); 4 false match
+    matches0 = np.array([1, 0, -1, 2, 3])
+    gt_matches0 = np.array([1, 2, 0, -2, -1])
+    precision, recall = metrics.precision_recall(matches0, gt_matches0)
+    assert precision == pytest.approx(1 / 3)
+    assert recall == pytest.approx(1 / 3)
+
+
+def test_precision_recall_perfect_and_undefined() -> None:
+    assert metrics.precision_recall(np.array([2, -1, 0]), np.array([2, -1, 0])) == (1.0, 1.0)
+    precision, recall = metrics.precision_recall(np.array([-1, -1]), np.array([-1, -1]))
+    assert math.isnan(precision) and math.isnan(recall)
+    with pytest.raises(ValueError, match="differ in shape"):
+        metrics.precision_recall(np.array([1]), np.array([1, 2]))
+
+
+def test_mean_corner_error_by_hand() -> None:
+    shifted = np.array([[1.0, 0, 0.3], [0, 1, 0.4], [0, 0, 1]])
+    assert metrics.mean_corner_error(shifted, np.eye(3), 240, 320) == pytest.approx(0.5)
+    # 21x11 image doubled in size: corners (0,0) (20,0) (20,10) (0,10) move by 0, 20, sqrt(500), 10.
+    doubled = np.diag([2.0, 2.0, 1.0])
+    assert metrics.mean_corner_error(doubled, np.eye(3), 11, 21) == pytest.approx((20 + 500 ** 0.5 + 10) / 4)
+    assert metrics.mean_corner_error(None, np.eye(3), 11, 21) == math.inf
+
+
+def test_error_auc_by_hand() -> None:
+    # Recall curve through (0,0), (1,0.5), (3,1): area to 5 is 0.25 + 1.5 + 2 = 3.75; to 2 it is 0.25 + 0.5.
+    aucs = metrics.error_auc([3.0, 1.0], [2.0, 5.0])
+    assert aucs == {2.0: pytest.approx(0.375), 5.0: pytest.approx(0.75)}
+    # A failure (inf / NaN) keeps recall at 1/2 forever.
+    assert metrics.error_auc([1.0, math.inf], [1.0, 2.0]) == {1.0: pytest.approx(0.25), 2.0: pytest.approx(0.375)}
+    assert metrics.error_auc([1.0, math.nan], [2.0]) == {2.0: pytest.approx(0.375)}
+    assert metrics.error_auc([0.0, 0.0], [1.0]) == {1.0: pytest.approx(1.0)}
+    assert math.isnan(metrics.error_auc([], [1.0])[1.0])
+
+
+def test_synthetic_warp_with_outliers_recovers_homography() -> None:
+    rng = np.random.default_rng(7)
+    height, width = 240, 320
+    h_true = sample_homography(rng, height, width, strength=1.0)
+    grid = np.stack(np.meshgrid(np.linspace(20, 300, 15), np.linspace(20, 220, 12)), axis=-1).reshape(-1, 2)
+    points1 = project_points(h_true, grid) + rng.normal(0, 0.2, size=grid.shape)
+    outliers = rng.choice(len(grid), size=len(grid) * 3 // 10, replace=False)
+    points1[outliers] = rng.uniform([0, 0], [width, height], size=(len(outliers), 2))
+    estimate = estimate_homography(grid, points1, threshold=3.0)
+    assert estimate.valid
+    assert metrics.mean_corner_error(estimate.h, h_true, height, width) < 0.5
+    assert not estimate.inliers[outliers].all()
+    # The same matches scored against index ground truth: everything not an outlier is correct.
+    matches0 = np.arange(len(grid))
+    gt0 = matches0.copy()
+    gt0[outliers] = -1
+    precision, recall = metrics.precision_recall(matches0, gt0)
+    assert precision == pytest.approx(1 - len(outliers) / len(grid))
+    assert recall == 1.0
+
+
+def test_rotation_translation_and_pose_errors() -> None:
+    angle = np.radians(10.0)
+    rz = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    assert metrics.rotation_error_deg(rz, np.eye(3)) == pytest.approx(10.0)
+    assert metrics.translation_error_deg([1, 0, 0], [-2, 0, 0]) == pytest.approx(0.0)  # sign-agnostic
+    assert metrics.translation_error_deg([1, 0, 0], [0, 3, 0]) == pytest.approx(90.0)
+    assert math.isnan(metrics.translation_error_deg([0, 0, 0], [1, 0, 0]))
+    assert metrics.pose_error_deg(rz, np.array([1.0, 1, 0]), np.eye(3), np.array([1.0, 0, 0])) == pytest.approx(45.0)
+    assert metrics.pose_error_deg(None, None, np.eye(3), np.ones(3)) == math.inf
+
+
+def test_relative_pose_and_quaternions() -> None:
+    quarter_turn = metrics.quaternion_to_rotation(0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4))
+    np.testing.assert_allclose(quarter_turn, [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)
+    np.testing.assert_allclose(metrics.quaternion_to_rotation(0, 0, 0, 2.0), np.eye(3))
+    # Camera 1 one metre along world x from camera 0, same orientation: a point at x=1 in camera 0 is at 0.
+    r, t = metrics.relative_pose(np.eye(3), np.zeros(3), np.eye(3), np.array([1.0, 0, 0]))
+    np.testing.assert_allclose(r @ np.array([1.0, 2, 3]) + t, [0, 2, 3])
+    # Rotated world poses: same point in world, transformed through both cameras.
+    r0, t0 = quarter_turn, np.array([0.5, -1, 2])
+    r1, t1 = metrics.quaternion_to_rotation(0.1, 0.2, 0.3, 0.9), np.array([1.0, 0, 1])
+    world = np.array([3.0, 1, 4])
+    in0, in1 = r0.T @ (world - t0), r1.T @ (world - t1)
+    r, t = metrics.relative_pose(r0, t0, r1, t1)
+    np.testing.assert_allclose(r @ in0 + t, in1)
+
+
+def test_summary_and_histogram() -> None:
+    stats = metrics.summary([4.0, 1.0, math.inf, 3.0, 2.0, math.nan])
+    assert stats == {"count": 4, "nonfinite": 2, "mean": 2.5, "median": 2.5, "p95": pytest.approx(3.85),
+                     "min": 1.0, "max": 4.0}
+    assert metrics.summary([])["median"] is None
+    hist = metrics.histogram([0.0, 0.1, 0.49, 0.5, 1.0], bins=2)
+    assert hist == {"edges": [0.0, 0.5, 1.0], "counts": [3, 2]}
+
+
+def test_mutual_nearest_neighbours_by_hand() -> None:
+    d0 = np.array([[1.0, 0], [0, 1], [0.8, 0.6]])
+    d1 = np.array([[0.6, 0.8], [1.0, 0]])
+    # Similarities d0 x d1: [[0.6, 1], [0.8, 0], [0.96, 0.8]]. Row 0 -> 1 and column 1 -> 0: mutual.
+    # Row 1 -> 0 but column 0 -> 2 (0.96 > 0.8): not mutual. Row 2 -> 0 and column 0 -> 2: mutual.
+    np.testing.assert_array_equal(metrics.mutual_nearest_neighbours(d0, d1), [1, -1, 0])
+    np.testing.assert_array_equal(metrics.mutual_nearest_neighbours(d0, np.zeros((0, 2))), [-1, -1, -1])
