@@ -34,8 +34,8 @@ class ImageDecodeError(ValueError):
 def decode_image(message: Any, msgtype: str, topic: str = "") -> np.ndarray:
     """sensor_msgs Image/CompressedImage -> numpy (H, W) or (H, W, C), colour in BGR(A) order."""
     if msgtype == COMPRESSED_IMAGE:
-        return decode_compressed(np.asarray(message.data, dtype=np.uint8), message.format, topic)
-    return decode_raw(np.asarray(message.data, dtype=np.uint8), message.encoding, int(message.height),
+        return decode_compressed(payload(message.data), message.format, topic)
+    return decode_raw(payload(message.data), message.encoding, int(message.height),
                       int(message.width), int(message.step), bool(message.is_bigendian), topic)
 
 
@@ -63,3 +63,10 @@ def decode_compressed(data: np.ndarray, fmt: str, topic: str = "") -> np.ndarray
     if image is None:
         raise ImageDecodeError(f"compressed image on {topic or 'image topic'} (format {fmt!r}) cannot be decoded")
     return image
+
+
+def payload(data: Any) -> np.ndarray:
+    """uint8 view of a message's data, whatever container the middleware used (bytes, array, numpy)."""
+    if isinstance(data, np.ndarray):
+        return data.astype(np.uint8, copy=False).reshape(-1)
+    return np.frombuffer(data, dtype=np.uint8)

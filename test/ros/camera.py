@@ -1,0 +1,119 @@
+"""A fake camera and listener for the node's integration tests, run as its own process.
+
+``python camera.py SPEC.json OUT.json``: publishes the frames listed in the
+spec exactly as a camera driver would (sensor_msgs/Image or CompressedImage,
+with stamps and frame ids), optionally sets node parameters through the
+standard parameter service, and records every Matches / Homography /
+DiagnosticArray message it receives (Matches also as raw CDR bytes) into
+OUT.json. It is a separate process because the generated message module is
+only importable from the colcon install, not from the source checkout.
+"""
+from __future__ import annotations
+
+import array
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Parameter, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter as RosParameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from superglue_ros.msg import Homography, Matches
+
+
+def to_plain(msg: Any) -> Any:
+    """Message -> JSON-able dict (arrays as lists)."""
+    if hasattr(msg, "get_fields_and_field_types"):
+        return {name: to_plain(getattr(msg, name)) for name in msg.get_fields_and_field_types()}
+    if isinstance(msg, (array.array, np.ndarray)):
+        return [float(v) if isinstance(v, float) else int(v) for v in msg.tolist()]
+    if isinstance(msg, bytes):
+        return list(msg)
+    return msg
+
+
+def image_message(frame: dict[str, Any]) -> Image | CompressedImage:
+    stamp_ns = frame["stamp_ns"]
+    if frame.get("format"):
+        msg = CompressedImage(format=frame["format"])
+        msg.data = array.array("B", bytes.fromhex(frame["data_hex"]))
+    else:
+        pixels = np.load(frame["file"]) if frame.get("file") else np.zeros((0, 0), np.uint8)
+        msg = Image(height=frame.get("height", pixels.shape[0]), width=frame.get("width", pixels.shape[1] if
+                                                                                  pixels.ndim > 1 else 0),
+                    encoding=frame["encoding"], is_bigendian=0)
+        msg.step = frame.get("step", int(pixels.strides[0]) if pixels.size else 0)
+        msg.data = array.array("B", np.ascontiguousarray(pixels).tobytes())
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    msg.header.frame_id = frame.get("frame_id", "camera")
+    return msg
+
+
+def parameter_message(name: str, value: Any) -> Parameter:
+    return Parameter(name=name, value=RosParameter(name, value=value).get_parameter_value())
+
+
+def main(spec_path: str, out_path: str) -> None:
+    spec = json.loads(open(spec_path).read())
+    rclpy.init()
+    node = rclpy.create_node("fake_camera")
+    received: dict[str, list] = {"matches": [], "matches_cdr": [], "homography": [], "diagnostics": []}
+    ns = spec.get("namespace", "/superglue")
+    node.create_subscription(Matches, f"{ns}/matches", lambda m: received["matches"].append(to_plain(m)), 10)
+    node.create_subscription(Matches, f"{ns}/matches", lambda raw: received["matches_cdr"].append(raw.hex()), 10,
+                             raw=True)
+    node.create_subscription(Homography, f"{ns}/homography",
+                             lambda m: received["homography"].append(to_plain(m)), 10)
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: received["diagnostics"].append(
+        {kv.key: kv.value for kv in m.status[0].values} | {"_level": m.status[0].level[0],
+                                                           "_message": m.status[0].message}), 10)
+    qos = qos_profile_sensor_data if spec.get("reliability", "best_effort") == "best_effort" else \
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    publishers = {}
+    for frame in spec["frames"]:
+        kind = CompressedImage if frame.get("format") else Image
+        if frame["topic"] not in publishers:
+            publishers[frame["topic"]] = node.create_publisher(kind, f"{ns}/{frame['topic']}", qos)
+    deadline = time.monotonic() + spec.get("timeout", 60)
+
+    def spin_until(condition, limit: float) -> bool:
+        while time.monotonic() < limit:
+            if condition():
+                return True
+            rclpy.spin_once(node, timeout_sec=0.05)
+        return condition()
+
+    connected = spin_until(lambda: all(p.get_subscription_count() > 0 for p in publishers.values())
+                           and node.count_publishers(f"{ns}/matches") > 0, deadline)
+    results: dict[str, Any] = {"connected": connected, "set_parameters": []}
+    if spec.get("set_parameters"):
+        client = node.create_client(SetParameters, f"{spec['node']}/set_parameters")
+        client.wait_for_service(timeout_sec=20)
+        for name, value in spec["set_parameters"]:
+            future = client.call_async(SetParameters.Request(parameters=[parameter_message(name, value)]))
+            rclpy.spin_until_future_complete(node, future, timeout_sec=20)
+            outcome = future.result().results[0]
+            results["set_parameters"].append([outcome.successful, outcome.reason])
+    for frame in spec["frames"]:
+        publishers[frame["topic"]].publish(image_message(frame))
+        spin_until(lambda: False, time.monotonic() + frame.get("delay", 0.0))
+    expected = spec.get("expect_matches", 0)
+    spin_until(lambda: len(received["matches"]) >= expected and len(received["homography"]) >= expected,
+               deadline)
+    settle_until = time.monotonic() + spec.get("settle", 0.0)
+    spin_until(lambda: False, settle_until)
+    results.update(received)
+    open(out_path, "w").write(json.dumps(results))
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,259 @@
+"""The matcher node for real: rclpy, DDS on loopback, the colcon-built messages.
+
+Each test starts the node in its own process (as `ros2 run` would) and a fake
+camera process that publishes frames and records what the node publishes.
+Needs the ROS 2 build made by `.ci/ros_build.sh` (PyPI wheels + colcon) and
+skips with that reason when it is absent.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import GOLDEN, REPO, require
+from superglue_ros.geometry import estimate_homography
+
+INSTALL = REPO / ".ros" / "install" / "superglue_ros"
+SITE_PACKAGES = INSTALL / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+SYNTHETIC = GOLDEN / "synthetic"
+NAMESPACE = "/superglue"
+NODE = f"{NAMESPACE}/superglue_matcher"
+
+
+def skip_or_fail(reason: str) -> None:
+    """CI sets SUPERGLUE_ROS_REQUIRE_ROS=1 so that a broken ROS build fails instead of skipping."""
+    if os.environ.get("SUPERGLUE_ROS_REQUIRE_ROS") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def ros_env() -> dict[str, str]:
+    if importlib.util.find_spec("rclpy") is None:
+        skip_or_fail("rclpy is not installed (bash .ci/ros_build.sh installs the ROS 2 PyPI wheels)")
+    if not (SITE_PACKAGES / "superglue_ros" / "msg").is_dir():
+        skip_or_fail(f"no colcon build of the messages in {INSTALL} (run: bash .ci/ros_build.sh)")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE_PACKAGES), env.get("PYTHONPATH")]))
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(INSTALL / "lib"), env.get("LD_LIBRARY_PATH")]))
+    env["AMENT_PREFIX_PATH"] = os.pathsep.join([str(INSTALL), sys.prefix])
+    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "test" / "ros" / "fastdds_loopback.xml")
+    env["ROS_DOMAIN_ID"] = str(100 + os.getpid() % 100)
+    env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
+    return env
+
+
+class NodeProcess:
+    """The matcher node as a child process, stopped with SIGINT like Ctrl-C."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, params: dict[str, Any]) -> None:
+        args = [sys.executable, str(REPO / "scripts" / "matcher_node"), "--ros-args", "-r", f"__ns:={NAMESPACE}"]
+        for name, value in params.items():
+            args += ["-p", f"{name}:={json.dumps(value) if isinstance(value, str) else value}"]
+        self.log = workdir / "node.log"
+        self.process = subprocess.Popen(args, cwd=workdir, env=env, stdout=self.log.open("w"),
+                                        stderr=subprocess.STDOUT)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture
+def start_node(ros_env: dict[str, str], tmp_path: Path) -> Iterator:
+    nodes: list[NodeProcess] = []
+
+    def start(**params: Any) -> NodeProcess:
+        nodes.append(NodeProcess(ros_env, tmp_path, params))
+        return nodes[-1]
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+def run_camera(env: dict[str, str], workdir: Path, spec: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    spec_path, out_path = workdir / "spec.json", workdir / "out.json"
+    spec_path.write_text(json.dumps({"node": NODE, "namespace": NAMESPACE, **spec}))
+    done = subprocess.run([sys.executable, str(REPO / "test" / "ros" / "camera.py"), str(spec_path), str(out_path)],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out_path.read_text())
+    assert result["connected"], "camera and node never discovered each other"
+    return result
+
+
+def frame(workdir: Path, name: str, image: np.ndarray, stamp_ns: int, topic: str = "image",
+          encoding: str = "mono8", delay: float = 0.0, **extra: Any) -> dict[str, Any]:
+    path = workdir / f"{name}.npy"
+    np.save(path, image)
+    return {"topic": topic, "file": str(path), "encoding": encoding, "stamp_ns": stamp_ns, "delay": delay, **extra}
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict[str, np.ndarray]:
+    data = np.load(require(SYNTHETIC / "reference.npz"))
+    return {key: data[key] for key in ("image0_u8", "image1_u8", "homography", "matches0")}
+
+
+def golden_weights() -> dict[str, str]:
+    return {"superpoint_weights": str(SYNTHETIC / "superpoint.pth"),
+            "superglue_weights": str(SYNTHETIC / "superglue.pth")}
+
+
+def corner_error(h: np.ndarray, h_true: np.ndarray, width: int, height: int) -> float:
+    corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64)
+    warp = lambda m: cv2.perspectiveTransform(corners[None], m)[0]  # noqa: E731
+    return float(np.linalg.norm(warp(h) - warp(h_true), axis=1).mean())
+
+
+def test_sequential_pair_is_matched_like_the_reference(ros_env, start_node, tmp_path, golden):
+    """A warped pair through the live node: the reference's 137 matches and the known homography."""
+    node = start_node(mode="sequential", image_reliability="reliable", **golden_weights())
+    stamps = (1_700_000_000_100_000_000, 1_700_000_000_200_000_000)
+    frames = [frame(tmp_path, "f0", golden["image0_u8"], stamps[0], delay=0.5, frame_id="cam"),
+              frame(tmp_path, "f1", golden["image1_u8"], stamps[1], frame_id="cam")]
+    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "reliability": "reliable"})
+    assert len(out["matches"]) == 1, node.output()
+    matches, homography = out["matches"][0], out["homography"][0]
+    assert matches["header"] == {"stamp": {"sec": 1_700_000_000, "nanosec": 200_000_000}, "frame_id": "cam"}
+    assert matches["reference_header"]["stamp"] == {"sec": 1_700_000_000, "nanosec": 100_000_000}
+    assert matches["mode"] == 1 and (matches["height"], matches["width"]) == (480, 640)
+    assert len(matches["matches"]) // 2 == int((golden["matches0"] >= 0).sum()) == 137
+    assert len(matches["confidences"]) == 137
+    pairs = np.array(matches["matches"]).reshape(-1, 2)
+    assert pairs[:, 0].max() < len(matches["reference_keypoints"]) // 2
+    assert pairs[:, 1].max() < len(matches["keypoints"]) // 2
+    np.testing.assert_array_equal(pairs[:, 1], golden["matches0"][pairs[:, 0]])
+    assert 0 < matches["processing_time"] < 60
+    assert homography["valid"] and homography["num_matches"] == 137
+    assert homography["header"] == matches["header"]
+    points0 = np.array(matches["reference_keypoints"], np.float32).reshape(-1, 2)[pairs[:, 0]]
+    points1 = np.array(matches["keypoints"], np.float32).reshape(-1, 2)[pairs[:, 1]]
+    local = estimate_homography(points0, points1)
+    np.testing.assert_allclose(np.array(homography["h"]).reshape(3, 3), local.h, atol=1e-9)
+    assert homography["num_inliers"] == local.num_inliers
+
+
+def test_known_warp_is_recovered(ros_env, start_node, tmp_path, golden):
+    """A shift by whole 8-px cells keeps SuperPoint's output exactly covariant even with random
+    weights, so the published homography must be that shift."""
+    start_node(mode="keyframe", image_reliability="reliable", **golden_weights())
+    shift = np.array([[1, 0, 24], [0, 1, 16], [0, 0, 1]], np.float64)
+    warped = cv2.warpPerspective(golden["image0_u8"], shift, (640, 480))
+    frames = [frame(tmp_path, "f0", golden["image0_u8"], 1, delay=0.5), frame(tmp_path, "f1", warped, 2)]
+    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "reliability": "reliable"})
+    homography = out["homography"][0]
+    assert homography["valid"] and homography["num_inliers"] > 100
+    assert corner_error(np.array(homography["h"]).reshape(3, 3), shift, 640, 480) < 0.5
+    assert out["matches"][0]["mode"] == 2
+
+
+def test_messages_on_the_wire_equal_rosbags_serialisation(ros_env, start_node, tmp_path, golden):
+    """What rclpy sends is byte for byte what the evaluation tool writes into bags for the same fields."""
+    from superglue_ros.bagio import typestore_with_package_messages
+
+    start_node(mode="sequential", image_reliability="reliable", max_keypoints=256, **golden_weights())
+    frames = [frame(tmp_path, "f0", golden["image0_u8"], 10, delay=0.5),
+              frame(tmp_path, "f1", golden["image1_u8"], 20)]
+    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "reliability": "reliable"})
+    wire = bytes.fromhex(out["matches_cdr"][0])
+    typestore = typestore_with_package_messages()
+    decoded = typestore.deserialize_cdr(wire, "superglue_ros/msg/Matches")
+    assert typestore.serialize_cdr(decoded, "superglue_ros/msg/Matches") == wire
+    received = out["matches"][0]
+    np.testing.assert_array_equal(decoded.keypoints, np.array(received["keypoints"], np.float32))
+    np.testing.assert_array_equal(decoded.matches, np.array(received["matches"], np.uint32))
+    assert decoded.model == received["model"] and decoded.weights == received["weights"]
+
+
+def test_flood_bad_frames_and_parameter_updates(ros_env, start_node, tmp_path, golden):
+    """Drops are counted, bad frames never kill the node, bad parameter values are refused."""
+    node = start_node(mode="sequential", image_reliability="reliable", max_keypoints=512,
+                      diagnostics_period=0.3, **golden_weights())
+    image = golden["image0_u8"]
+    frames = [frame(tmp_path, "first", image, 1, delay=0.5),
+              frame(tmp_path, "bayer", image, 2, encoding="bayer_rggb8", delay=0.5),
+              {"topic": "image", "encoding": "mono8", "stamp_ns": 3, "delay": 0.5},
+              frame(tmp_path, "short", image[:10], 4, height=480, delay=0.5)]
+    flood = 15
+    frames += [frame(tmp_path, f"flood{i}", golden[f"image{i % 2}_u8"], 10 + i, delay=0.02) for i in range(flood)]
+    spec = {"frames": frames, "expect_matches": 1, "settle": 6.0, "reliability": "reliable",
+            "set_parameters": [["match_threshold", 1.5], ["max_keypoints", 300], ["mode", "stereo"],
+                               ["homography_method", "magic"], ["sinkhorn_iterations", 50]]}
+    out = run_camera(ros_env, tmp_path, spec, timeout=180)
+    outcomes = out["set_parameters"]
+    assert not outcomes[0][0] and "match_threshold" in outcomes[0][1] and "1.5" in outcomes[0][1]
+    assert outcomes[1] == [True, ""]
+    assert not outcomes[2][0]
+    assert not outcomes[3][0] and "homography_method" in outcomes[3][1]
+    assert outcomes[4] == [True, ""]
+    assert node.process.poll() is None, node.output()
+    last = out["diagnostics"][-1]
+    sent = len(frames)
+    assert int(last["received"]) == sent
+    assert int(last["dropped_invalid"]) == 3
+    assert int(last["dropped_busy"]) >= 1
+    assert int(last["published"]) >= 1
+    accounted = (1 + int(last["published"]) + int(last["dropped_busy"]) + int(last["dropped_invalid"])
+                 + int(last["dropped_failed"]))
+    assert accounted == sent, last
+    assert int(last["dropped_total"]) == sent - 1 - int(last["published"])
+    assert "unsupported image encoding 'bayer_rggb8'" in node.output()
+
+
+def test_stereo_pairs_by_stamp_and_counts_unpaired(ros_env, start_node, tmp_path, golden):
+    start_node(mode="stereo", slop=0.01, image_reliability="reliable", max_keypoints=256,
+               diagnostics_period=0.3, **golden_weights())
+    base = 5_000_000_000
+    frames = [frame(tmp_path, "lonely", golden["image1_u8"], base - 900_000_000, topic="right/image",
+                    frame_id="right", delay=0.2),
+              frame(tmp_path, "left", golden["image0_u8"], base, topic="left/image", frame_id="left", delay=0.2),
+              frame(tmp_path, "right", golden["image1_u8"], base + 3_000_000, topic="right/image",
+                    frame_id="right")]
+    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "settle": 1.5,
+                                         "reliability": "reliable"})
+    matches = out["matches"][0]
+    assert matches["mode"] == 0
+    assert matches["reference_header"]["frame_id"] == "left" and matches["header"]["frame_id"] == "right"
+    assert matches["header"]["stamp"]["nanosec"] == 3_000_000
+    assert int(out["diagnostics"][-1]["dropped_unpaired"]) == 1
+
+
+def test_compressed_input_and_corrupt_payload(ros_env, start_node, tmp_path, golden):
+    start_node(mode="sequential", input_type="compressed", image_reliability="reliable", max_keypoints=256,
+               diagnostics_period=0.3, **golden_weights())
+    png = [cv2.imencode(".png", golden[f"image{i}_u8"])[1].tobytes().hex() for i in (0, 1)]
+    frames = [{"topic": "image/compressed", "format": "png", "data_hex": png[0], "stamp_ns": 1, "delay": 0.5},
+              {"topic": "image/compressed", "format": "png", "data_hex": "00ff00ff", "stamp_ns": 2, "delay": 0.5},
+              {"topic": "image/compressed", "format": "png", "data_hex": png[1], "stamp_ns": 3}]
+    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "settle": 1.0,
+                                         "reliability": "reliable"})
+    assert len(out["matches"]) == 1 and out["matches"][0]["header"]["stamp"]["nanosec"] == 3
+    assert int(out["diagnostics"][-1]["dropped_invalid"]) == 1
+
+
+def test_node_refuses_to_start_without_weights(ros_env, start_node, tmp_path):
+    node = start_node(weights_dir=str(tmp_path / "nothing-here"))
+    assert node.process.wait(timeout=60) == 2
+    assert "cannot start" in node.output() and "superglue-ros weights download" in node.output()
