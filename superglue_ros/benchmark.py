@@ -187,13 +187,18 @@ def benchmark(matcher: Matcher, frames: Sequence[np.ndarray], mode: str, warmup:
 
 
 def match_agreement(candidate: PairMatch, exact: PairMatch) -> tuple[int, int]:
-    """(matches of ``exact`` that ``candidate`` also found, matches of ``exact``)."""
-    reference = exact.result.matches0.cpu()
-    found = candidate.result.matches0.cpu()
-    if found.shape != reference.shape:
-        return 0, int((reference >= 0).sum())
-    matched = reference >= 0
-    return int((found[matched] == reference[matched]).sum()), int(matched.sum())
+    """(matches of ``exact`` that ``candidate`` also found, matches of ``exact``).
+
+    Matches are compared as pairs of keypoint positions, not indices: a
+    different precision may reorder (or slightly move) the top-k keypoints.
+    """
+    def pairs(match: PairMatch) -> set[tuple[int, int, int, int]]:
+        points0, points1, _ = match.matched_points()
+        rounded = np.rint(np.concatenate([points0, points1], axis=1)).astype(np.int64)
+        return set(map(tuple, rounded))
+
+    reference = pairs(exact)
+    return len(reference & pairs(candidate)), len(reference)
 
 
 def peak_rss_mb() -> float:

@@ -16,7 +16,10 @@ from .commands import CommandError
 __all__ = ["CommandError", "build_parser", "main"]
 
 COMMAND_MODULES = (
+    "bench",
     "match",
+    "node",
+    "eval", "eval_compare",
     "weights",
 )
 
@@ -31,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ros_args = argv[argv.index("--ros-args"):] if "--ros-args" in argv else []
+    args = build_parser().parse_args(argv[:len(argv) - len(ros_args)])
+    args.ros_args = ros_args
     try:
         return int(args.func(args) or 0)
     except CommandError as error:

@@ -88,3 +88,35 @@ def test_clear_diagonal_is_matched_and_threshold_withholds_weak_matches():
     withheld, _, kept_scores, _ = extract_matches(plan, 0.9999)
     assert withheld.tolist() == [[-1, -1, -1]]
     assert torch.equal(kept_scores, scores0)  # confidence survives even below the threshold
+
+
+@settings(max_examples=40, deadline=None)
+@given(scores=score_matrices(), bin_score=finite, iterations=st.integers(4, 60))
+def test_scaling_iterations_equal_log_domain_iterations(scores, bin_score, iterations):
+    """The fast matrix-vector Sinkhorn runs the same iterations as the textbook log-domain one."""
+    from superglue_ros.optimal_transport import (augment_with_dustbins, log_domain_sinkhorn, log_marginals,
+                                                 scaling_sinkhorn)
+
+    n, m = scores.shape
+    couplings = augment_with_dustbins(scores[None], torch.tensor(bin_score))
+    log_mu, log_nu, _ = log_marginals(torch.ones(1, n, dtype=torch.bool), torch.ones(1, m, dtype=torch.bool))
+    fast = scaling_sinkhorn(couplings, log_mu, log_nu, iterations)
+    slow = log_domain_sinkhorn(couplings.double(), log_mu.double(), log_nu.double(), iterations)
+    torch.testing.assert_close(fast.double(), slow, rtol=0, atol=1e-4)
+
+
+def test_extreme_scores_fall_back_to_log_domain():
+    """A spread that would underflow exp() in float64 still gives finite, normalised plans."""
+    scores = torch.tensor([[[900.0, -900.0], [-900.0, 900.0]]])
+    plan = log_optimal_transport(scores, torch.tensor(0.0), 50)[0]
+    assert torch.isfinite(plan).all()
+    torch.testing.assert_close(plan.exp().sum(0)[:2], torch.ones(2, dtype=torch.float32), rtol=0, atol=1e-4)
+
+
+def test_tolerance_stops_early_but_stays_close():
+    torch.manual_seed(0)
+    scores = torch.randn(1, 60, 50)
+    full = log_optimal_transport(scores, torch.tensor(0.5), 100)
+    early = log_optimal_transport(scores, torch.tensor(0.5), 100, tolerance=1e-3)
+    assert (full - early).abs().max() < 1e-2
+    assert torch.equal(extract_matches(full, 0.2)[0], extract_matches(early, 0.2)[0])

@@ -57,8 +57,10 @@ def ros_env() -> dict[str, str]:
 class NodeProcess:
     """The matcher node as a child process, stopped with SIGINT like Ctrl-C."""
 
-    def __init__(self, env: dict[str, str], workdir: Path, params: dict[str, Any]) -> None:
-        args = [sys.executable, str(REPO / "scripts" / "matcher_node"), "--ros-args", "-r", f"__ns:={NAMESPACE}"]
+    def __init__(self, env: dict[str, str], workdir: Path, params: dict[str, Any], via_cli: bool = False) -> None:
+        entry = ["-m", "superglue_ros", "node", "--params-file", str(REPO / "config" / "matcher.yaml")] if via_cli \
+            else [str(REPO / "scripts" / "matcher_node")]
+        args = [sys.executable, *entry, "--ros-args", "-r", f"__ns:={NAMESPACE}"]
         for name, value in params.items():
             args += ["-p", f"{name}:={json.dumps(value) if isinstance(value, str) else value}"]
         self.log = workdir / "node.log"
@@ -83,8 +85,8 @@ class NodeProcess:
 def start_node(ros_env: dict[str, str], tmp_path: Path) -> Iterator:
     nodes: list[NodeProcess] = []
 
-    def start(**params: Any) -> NodeProcess:
-        nodes.append(NodeProcess(ros_env, tmp_path, params))
+    def start(via_cli: bool = False, **params: Any) -> NodeProcess:
+        nodes.append(NodeProcess(ros_env, tmp_path, params, via_cli))
         return nodes[-1]
 
     yield start
@@ -254,6 +256,7 @@ def test_compressed_input_and_corrupt_payload(ros_env, start_node, tmp_path, gol
 
 
 def test_node_refuses_to_start_without_weights(ros_env, start_node, tmp_path):
-    node = start_node(weights_dir=str(tmp_path / "nothing-here"))
+    """Started the PyPI-wheel way (`superglue-ros node --params-file`), a missing weight file is one clear error."""
+    node = start_node(via_cli=True, weights_dir=str(tmp_path / "nothing-here"))
     assert node.process.wait(timeout=60) == 2
     assert "cannot start" in node.output() and "superglue-ros weights download" in node.output()

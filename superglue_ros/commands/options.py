@@ -33,6 +33,9 @@ def add_matcher_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                        help="fp32 is exact; bf16 (CPU) / fp16 (CUDA) trade a few matches for speed "
                             "(default: %(default)s)")
+    group.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                       help="run the networks in torch, or export them to ONNX and run them in onnxruntime "
+                            "(fp32 only; default: %(default)s)")
 
 
 def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -52,6 +55,7 @@ def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "superglue": {"sinkhorn_iterations": args.sinkhorn_iterations, "match_threshold": args.match_threshold,
                       "sinkhorn_tolerance": args.sinkhorn_tolerance},
         "precision": args.precision,
+        "backend": args.backend,
     }
 
 

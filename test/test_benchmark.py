@@ -1,0 +1,74 @@
+"""The benchmark's arithmetic and its command, on tiny inputs (speed itself is never asserted)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from superglue_ros.benchmark import load_frames, match_agreement, pairs_for, summarize, superglue_flop
+from superglue_ros.features import Features, MatchResult
+from superglue_ros.matcher import PairMatch
+
+from conftest import REPO
+
+
+def test_flop_count_by_hand():
+    # one self layer, n = m = 2, D = 4, no Sinkhorn: 20*16*4 + 2*2*(4+4)*4 + 2*16*4 + 2*2*2*4
+    assert superglue_flop(2, 2, 4, ["self"], 0) == 1280 + 128 + 128 + 32
+    # a cross layer costs 4nm D per direction pair, Sinkhorn 4 (n+1)(m+1) per iteration
+    assert superglue_flop(1, 3, 2, ["cross"], 10) == 20 * 4 * 4 + 2 * 4 * 3 * 2 + 2 * 4 * 4 + 2 * 3 * 2 + 4 * 2 * 4 * 10
+
+
+def test_pairs_for_modes():
+    frames = list(range(5))
+    assert pairs_for(frames, "stream") == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert pairs_for(frames, "pair") == [(0, 1), (2, 3)]
+
+
+def test_summarize():
+    assert summarize([1.0, 2.0, 3.0], 1e3) == {"median": 2000.0, "p95": pytest.approx(2900.0)}
+    assert summarize([]) == {"median": None, "p95": None}
+
+
+def test_generated_frames_are_textured_and_seeded():
+    a, b = load_frames(None, 3, (160, 120)), load_frames(None, 3, (160, 120))
+    assert len(a) == 3 and a[0].shape == (120, 160) and a[0].dtype == np.uint8
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and a[0].std() > 20
+
+
+def test_load_frames_from_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no images"):
+        load_frames(tmp_path, 2, (64, 48))
+
+
+def pair_with(points1: list[list[float]]) -> PairMatch:
+    f0 = Features(torch.tensor([[1.0, 1.0], [5.0, 5.0]]), torch.ones(2), torch.zeros(2, 4), (10, 10))
+    f1 = Features(torch.tensor(points1), torch.ones(2), torch.zeros(2, 4), (10, 10))
+    result = MatchResult(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.ones(2), torch.ones(2), torch.zeros(3, 3))
+    return PairMatch(f0, f1, result)
+
+
+def test_agreement_compares_positions_not_indices():
+    exact = pair_with([[2.0, 2.0], [6.0, 6.0]])
+    assert match_agreement(pair_with([[2.0, 2.0], [6.0, 6.0]]), exact) == (2, 2)
+    assert match_agreement(pair_with([[2.0, 2.0], [9.0, 6.0]]), exact) == (1, 2)
+
+
+def test_bench_command_prints_and_writes_json(weight_files, tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "superglue_ros", "bench", "--superpoint-weights", str(weight_files["superpoint"]),
+         "--superglue-weights", str(weight_files["superglue"]), "--resize", "160", "120", "--max-keypoints", "64",
+         "--sinkhorn-iterations", "10", "--pairs", "2", "--warmup", "1", "--mode", "stream", "--precision", "bf16",
+         "--agreement", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "pairs/s" in done.stdout and "superglue_gnn" in done.stdout and "identical to exact" in done.stdout
+    report = json.loads(out.read_text())
+    assert report["schema_version"] == 1 and report["config"]["precision"] == "bf16"
+    assert set(report["stages_ms"]) == {"preprocess", "superpoint", "superglue_gnn", "sinkhorn", "geometry"}
+    assert report["pairs_per_second"] > 0 and 0.0 <= report["agreement_with_exact"] <= 1.0
+    assert report["peak_rss_mb"] > 0
