@@ -8,6 +8,7 @@ when at most ``max_keypoints`` survive, descending score otherwise.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -153,24 +154,30 @@ class SuperPoint(nn.Module):
         image: (H, W) float tensor in [0, 1] -> Features, or (B, 1, H, W) -> list of Features.
         Images smaller than one 8x8 cell have no keypoints and give empty Features.
         """
-        if image.ndim == 2:
-            return self._extract_batch(image[None, None])[0]
-        if image.ndim != 4 or image.shape[1] != 1:
-            raise ValueError(f"image must be (H, W) or (B, 1, H, W), got {tuple(image.shape)}")
-        return self._extract_batch(image)
+        return extract_with(lambda images: self(images.to(self.convPa.weight.dtype)), image, self.config)
 
-    def _extract_batch(self, images: torch.Tensor) -> list[Features]:
-        b, _, height, width = images.shape
-        dim = self.config["descriptor_dim"]
-        if height < CELL or width < CELL:
-            return [Features.empty((height, width), dim, images.device) for _ in range(b)]
-        logits, dense = self(images.to(self.convPa.weight.dtype))
-        heat = max_pool_nms(self.heatmap(logits.float()), self.config["nms_radius"])
-        features = []
-        for i in range(b):
-            keypoints, scores = select_keypoints(
-                heat[i], self.config["keypoint_threshold"], self.config["remove_borders"],
-                self.config["max_keypoints"])
-            descriptors = sample_descriptors(keypoints, dense[i:i + 1].float())
-            features.append(Features(keypoints, scores, descriptors, (height, width)))
-        return features
+
+def extract_with(heads: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], image: torch.Tensor,
+                 config: dict[str, Any]) -> Features | list[Features]:
+    """SuperPoint's extraction around any implementation of its two heads (torch, onnxruntime)."""
+    if image.ndim == 2:
+        return _extract_batch(heads, image[None, None], config)[0]
+    if image.ndim != 4 or image.shape[1] != 1:
+        raise ValueError(f"image must be (H, W) or (B, 1, H, W), got {tuple(image.shape)}")
+    return _extract_batch(heads, image, config)
+
+
+def _extract_batch(heads: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], images: torch.Tensor,
+                   config: dict[str, Any]) -> list[Features]:
+    b, _, height, width = images.shape
+    if height < CELL or width < CELL:
+        return [Features.empty((height, width), config["descriptor_dim"], images.device) for _ in range(b)]
+    logits, dense = heads(images)
+    heat = max_pool_nms(SuperPoint.heatmap(logits.float()), config["nms_radius"])
+    features = []
+    for i in range(b):
+        keypoints, scores = select_keypoints(heat[i], config["keypoint_threshold"], config["remove_borders"],
+                                             config["max_keypoints"])
+        descriptors = sample_descriptors(keypoints, dense[i:i + 1].float())
+        features.append(Features(keypoints, scores, descriptors, (height, width)))
+    return features

@@ -1,0 +1,50 @@
+"""`superglue-ros export-onnx --out DIR`: write superpoint.onnx and superglue.onnx for onboard runtimes."""
+from __future__ import annotations
+
+import argparse
+
+from ..cli import CommandError
+from .options import add_matcher_options, matcher_kwargs
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export-onnx", help="export the networks to ONNX",
+        description="Export SuperPoint (dynamic height/width; keypoint selection stays outside the graph) and "
+                    "SuperGlue (dynamic keypoint counts; Sinkhorn iterations baked in and recorded in the "
+                    "metadata) to ONNX. Of the model options only the weights, --sinkhorn-iterations and "
+                    "--match-threshold (recorded as the default) affect the files.")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the two .onnx files into")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset version, 14 to 20 (default: %(default)s)")
+    parser.add_argument("--sinkhorn", choices=("scaling", "log-domain"), default="scaling",
+                        help="scaling: float64 scaling iterations, fast on onnxruntime; log-domain: the reference's "
+                             "float32 iterations, for runtimes without float64 such as TensorRT "
+                             "(default: %(default)s)")
+    add_matcher_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..onnx_export import export_models
+    from ..superglue import SuperGlue
+    from ..superpoint import SuperPoint
+    from ..weights import WeightsError, find_official, load_into
+
+    kwargs = matcher_kwargs(args)
+    try:
+        weight_files = (args.superpoint_weights or find_official("superpoint", args.weights_dir),
+                        args.superglue_weights or find_official(args.weights, args.weights_dir))
+        superpoint = SuperPoint(**kwargs["superpoint"])
+        superglue = SuperGlue(**kwargs["superglue"])
+        load_into(superpoint, weight_files[0])
+        load_into(superglue, weight_files[1])
+        paths = export_models(superpoint, superglue, args.out, weight_files, args.opset, args.sinkhorn)
+    except (ValueError, WeightsError) as error:
+        raise CommandError(str(error)) from None
+    except ModuleNotFoundError as error:
+        raise CommandError(f"{error.name} is needed for ONNX export: pip install 'superglue_ros[onnx]'") from None
+    except OSError as error:
+        raise CommandError(f"cannot write to {args.out}: {error}") from None
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
