@@ -14,7 +14,7 @@ from launch_ros.substitutions import FindPackageShare
 
 ARGUMENTS = {
     "mode": ("sequential", "stereo, sequential or keyframe"),
-    "weights": ("indoor", "indoor or outdoor official SuperGlue weights"),
+    "weights": ("auto", "auto, indoor, outdoor or sift_open"),
     "weights_dir": ("", "folder with the weight files"),
     "device": ("cpu", "cpu, cuda or cuda:N"),
     "max_keypoints": ("1024", "SuperPoint keypoint budget per image"),

@@ -8,9 +8,11 @@ SuperPoint once per frame rather than twice per pair.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Hashable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,13 +21,18 @@ import torch
 
 from .features import Features, MatchResult
 from .preprocess import resize_gray, resized_shape, to_gray_float
+from .open_model import load_open_model, resolve_open_model
+from .sift import SIFT
 from .superglue import SuperGlue
+from .superglue import validate_config as validate_superglue_config
 from .superpoint import SuperPoint
 from .timing import StageClock
 from .validation import check_choice, check_number
-from .weights import file_identity, find_official, load_into
+from .weights import WeightsError, file_identity, find_official, load_into, search_dirs
 
 SUPERGLUE_WEIGHTS = ("indoor", "outdoor")
+MODEL_CHOICES = ("auto", *SUPERGLUE_WEIGHTS, "sift_open")
+LOGGER = logging.getLogger("superglue_ros")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -76,7 +83,10 @@ class Matcher:
     """SuperPoint + SuperGlue on a device, fed with numpy images.
 
     weights: "indoor" or "outdoor" official SuperGlue weights, found through
-        ``weights_dir`` -> $SUPERGLUE_ROS_WEIGHTS_DIR -> ~/.cache/superglue_ros.
+        ``weights_dir`` -> $SUPERGLUE_ROS_WEIGHTS_DIR -> ~/.cache/superglue_ros;
+        "sift_open" (bundled SIFT + SuperGlue trained by this project, or the
+        path of a model file written by ``superglue-ros train``); "auto"
+        (default): official indoor when found, else sift_open with a notice.
     superpoint_weights / superglue_weights: explicit files, overriding the lookup.
     resize: None, (W, H), or an int for the longer side; keypoints are mapped back.
     superpoint / superglue: model configuration overrides (reference names).
@@ -93,14 +103,13 @@ class Matcher:
         Sinkhorn iterations, exported there (or to a temporary folder) otherwise.
     """
 
-    def __init__(self, weights: str = "indoor", weights_dir: str | os.PathLike | None = None,
+    def __init__(self, weights: str = "auto", weights_dir: str | os.PathLike | None = None,
                  superpoint_weights: str | os.PathLike | None = None,
                  superglue_weights: str | os.PathLike | None = None,
                  device: str | torch.device = "cpu", resize: int | tuple[int, int] | None = None,
                  superpoint: dict[str, Any] | None = None, superglue: dict[str, Any] | None = None,
                  cache_size: int = 16, channel_order: str = "bgr", precision: str = "fp32",
                  profile: bool = False, backend: str = "torch", onnx_dir: str | os.PathLike | None = None) -> None:
-        check_choice("weights", weights, SUPERGLUE_WEIGHTS)
         check_choice("backend", backend, ("torch", "onnxruntime"))
         if backend == "onnxruntime" and precision != "fp32":
             raise ValueError(f"backend 'onnxruntime' runs the exported fp32 graphs; got precision {precision!r}")
@@ -113,26 +122,25 @@ class Matcher:
         self.channel_order = channel_order
         self.cache_size = cache_size
         self._cache: OrderedDict[Hashable, Frame] = OrderedDict()
-        sp_path = _weight_path(superpoint_weights, "superpoint", weights_dir)
-        sg_path = _weight_path(superglue_weights, weights, weights_dir)
-        self.superpoint = SuperPoint(**(superpoint or {}))
-        self.superglue = SuperGlue(**(superglue or {}))
-        load_into(self.superpoint, sp_path)
-        load_into(self.superglue, sg_path)
-        self.superpoint.eval().to(self.device)
-        self.superglue.eval().to(self.device)
+        models = load_models(weights, weights_dir, superpoint_weights, superglue_weights, superpoint or {},
+                             superglue or {})
+        self.extractor, self.superglue = models.extractor, models.superglue.to(self.device)
+        if isinstance(self.extractor, torch.nn.Module):
+            self.extractor.to(self.device)
+            if precision != "fp32":
+                self.extractor.to(memory_format=torch.channels_last)
         self.precision = precision
         self.profile = profile
-        if precision != "fp32":
-            self.superpoint.to(memory_format=torch.channels_last)
-        self.model_name = f"superpoint+superglue_{weights}" if superglue_weights is None else "superpoint+superglue"
-        self.weights_id = f"{file_identity(sp_path)}+{file_identity(sg_path)}"
+        self.model_name, self.weights_id = models.name, models.identity
         self.backend = backend
         if backend == "onnxruntime":
+            if not isinstance(self.extractor, SuperPoint):
+                raise ValueError(f"backend 'onnxruntime' exports SuperPoint + SuperGlue; {self.model_name} has no "
+                                 f"SuperPoint")
             from .onnx_export import onnx_runners
 
-            self.superpoint, self.superglue = onnx_runners(  # type: ignore[assignment]
-                self.superpoint, self.superglue, (sp_path, sg_path), onnx_dir, self.device)
+            self.extractor, self.superglue = onnx_runners(  # type: ignore[assignment]
+                self.extractor, self.superglue, models.files, onnx_dir, self.device)
 
     def extract(self, image: np.ndarray, key: Hashable | None = None) -> Features:
         """Keypoints of one image, in its original pixels."""
@@ -169,7 +177,7 @@ class Matcher:
             height, width = gray.shape
             tensor = upload(resize_gray(gray, resized_shape(height, width, self.resize)), self.device)
         with StageClock(timings, "superpoint", sync_device):
-            network = self.superpoint.extract(tensor)
+            network = self.extractor.extract(tensor)
         frame = Frame(network, to_original_pixels(network, (height, width)))
         if key is not None and self.cache_size:
             self._cache[key] = frame
@@ -197,9 +205,64 @@ def to_original_pixels(features: Features, original_hw: tuple[int, int]) -> Feat
     return Features(keypoints, features.scores, features.descriptors, original_hw)
 
 
-def _weight_path(explicit: str | os.PathLike | None, name: str,
-                 weights_dir: str | os.PathLike | None) -> str | os.PathLike:
-    return explicit if explicit is not None else find_official(name, weights_dir)
+@dataclass(frozen=True)
+class LoadedModels:
+    """The two networks of a Matcher and what to call them in messages and reports."""
+
+    extractor: SuperPoint | SIFT
+    superglue: SuperGlue
+    name: str
+    identity: str
+    files: tuple[Path, ...]
+
+
+def load_models(weights: str, weights_dir: str | os.PathLike | None,
+                superpoint_weights: str | os.PathLike | None, superglue_weights: str | os.PathLike | None,
+                superpoint: dict[str, Any], superglue: dict[str, Any]) -> LoadedModels:
+    """Official SuperPoint + SuperGlue, or a self-contained open model; see :class:`Matcher` for ``weights``."""
+    is_model_file = weights not in MODEL_CHOICES and str(weights).endswith(".pt")
+    if not is_model_file:
+        check_choice("weights", weights, MODEL_CHOICES)
+    if weights == "auto":
+        explicit = superpoint_weights is not None or superglue_weights is not None
+        weights = "indoor" if explicit or _official_available(weights_dir) else "sift_open"
+        if weights == "sift_open":
+            LOGGER.warning("official SuperPoint/SuperGlue weights not found (%s); using the bundled open model "
+                           "sift_open. For the official ones: superglue-ros weights download (non-commercial "
+                           "licence)", ", ".join(str(d) for d in search_dirs(weights_dir)))
+    if weights == "sift_open" or is_model_file:
+        return _open_models(weights, superpoint, superglue)
+    sp_path = Path(superpoint_weights) if superpoint_weights is not None else find_official("superpoint", weights_dir)
+    sg_path = Path(superglue_weights) if superglue_weights is not None else find_official(weights, weights_dir)
+    extractor, matcher = SuperPoint(**superpoint), SuperGlue(**superglue)
+    load_into(extractor, sp_path)
+    load_into(matcher, sg_path)
+    name = f"superpoint+superglue_{weights}" if superglue_weights is None else "superpoint+superglue"
+    return LoadedModels(extractor.eval(), matcher.eval(), name, f"{file_identity(sp_path)}+{file_identity(sg_path)}",
+                        (sp_path, sg_path))
+
+
+def _open_models(weights: str, superpoint: dict[str, Any], superglue: dict[str, Any]) -> LoadedModels:
+    """A model file from ``superglue-ros train``; overrides apply where the front end has the knob."""
+    path = resolve_open_model(weights)
+    extractor, matcher, _ = load_open_model(path)
+    for name, value in superglue.items():
+        matcher.config[name] = value
+    validate_superglue_config(matcher.config)
+    if isinstance(extractor, SIFT) and "max_keypoints" in superpoint:
+        extractor = SIFT(**{**extractor.config, "max_keypoints": superpoint["max_keypoints"]})
+    front = "sift" if isinstance(extractor, SIFT) else "superpoint"
+    name = f"{front}+superglue_{path.stem}"
+    return LoadedModels(extractor, matcher, name, file_identity(path), (path,))
+
+
+def _official_available(weights_dir: str | os.PathLike | None) -> bool:
+    try:
+        find_official("superpoint", weights_dir)
+        find_official("indoor", weights_dir)
+    except WeightsError:
+        return False
+    return True
 
 
 def _check_resize(resize: int | tuple[int, int] | None) -> None:

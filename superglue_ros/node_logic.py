@@ -214,7 +214,7 @@ class MatcherCore:
 
     def _apply_model_parameter(self, name: str, value: Any) -> None:
         if name in SUPERPOINT_PARAMETERS:
-            self.matcher.superpoint.config[name] = value
+            self.matcher.extractor.config[name] = value
             self.matcher.clear_cache()
             if self.reference is not None:
                 self.reference.key = self._key()

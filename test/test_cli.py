@@ -57,7 +57,8 @@ def test_unreadable_image_is_exit_2_with_one_line(image_pair, tmp_path, make_bad
 
 def test_missing_weights_is_exit_2_with_remedy(image_pair, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "SUPERGLUE_ROS_WEIGHTS_DIR"}
-    done = run_cli("match", *map(str, image_pair), "--weights-dir", str(tmp_path), env={**env, "HOME": str(tmp_path)})
+    done = run_cli("match", *map(str, image_pair), "--weights", "indoor", "--weights-dir", str(tmp_path),
+                   env={**env, "HOME": str(tmp_path)})
     assert done.returncode == 2
     assert "superglue-ros weights download" in done.stderr and "Traceback" not in done.stderr
 

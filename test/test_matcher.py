@@ -78,8 +78,8 @@ def test_keypoints_map_back_to_original_pixels(matcher, weight_files, scene):
 
 def test_stream_runs_superpoint_once_per_frame(matcher, scene, monkeypatch):
     calls = []
-    original = matcher.superpoint.extract
-    monkeypatch.setattr(matcher.superpoint, "extract", lambda image: calls.append(1) or original(image))
+    original = matcher.extractor.extract
+    monkeypatch.setattr(matcher.extractor, "extract", lambda image: calls.append(1) or original(image))
     frames = [np.roll(scene, shift, axis=1) for shift in range(0, 20, 4)]
     matcher.clear_cache()
     for i in range(1, len(frames)):
@@ -120,7 +120,7 @@ def test_missing_weights_name_file_and_remedy(tmp_path, monkeypatch):
     monkeypatch.setenv("SUPERGLUE_ROS_WEIGHTS_DIR", str(tmp_path / "env"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with pytest.raises(WeightsError) as error:
-        Matcher(weights_dir=tmp_path / "explicit")
+        Matcher(weights="indoor", weights_dir=tmp_path / "explicit")
     message = str(error.value)
     for part in ("superpoint_v1.pth", "explicit", "env", "home", "superglue-ros weights download",
                  "non-commercial", "github.com/magicleap/SuperGluePretrainedNetwork"):
@@ -138,3 +138,28 @@ def test_invalid_matcher_options(weight_files):
 def test_identity_of_mapping_without_resize(matcher, scene):
     features = matcher.extract(scene)
     assert to_original_pixels(features, features.image_size) is features
+
+
+def test_open_model_file_is_used_by_path_and_auto_falls_back_with_a_notice(tmp_path, monkeypatch, caplog):
+    """A model written by training loads by path; with no official weights, auto takes the bundled one."""
+    from superglue_ros.open_model import BUNDLED, save_open_model
+    from superglue_ros.superglue import SuperGlue
+
+    superglue = SuperGlue(descriptor_dim=128, keypoint_encoder=[16, 32], GNN_layers=["self", "cross"],
+                          sinkhorn_iterations=10)
+    path = tmp_path / "tiny.pt"
+    save_open_model(path, superglue, {"name": "sift", "max_keypoints": 200}, {"note": "test"})
+    matcher = Matcher(weights=str(path), superpoint={"max_keypoints": 50}, superglue={"match_threshold": 0.0})
+    assert matcher.model_name == "sift+superglue_tiny" and matcher.extractor.config["max_keypoints"] == 50
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur((rng.random((120, 160)) * 255).astype(np.uint8), (0, 0), 1.5)
+    pair = matcher.match(image, image)
+    assert 0 < len(pair.features0) <= 50 and pair.features0.descriptors.shape[1] == 128
+    if not BUNDLED["sift_open"].is_file():
+        pytest.skip("the bundled sift_open model is not in this checkout")
+    monkeypatch.setenv("SUPERGLUE_ROS_WEIGHTS_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with caplog.at_level("WARNING", logger="superglue_ros"):
+        fallback = Matcher(weights_dir=tmp_path / "none")
+    assert fallback.model_name == "sift+superglue_sift_open"
+    assert "using the bundled open model sift_open" in caplog.text and "weights download" in caplog.text

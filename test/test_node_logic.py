@@ -138,7 +138,7 @@ def test_runtime_updates_reach_the_models_and_bad_values_keep_the_old(matcher):
     core = MatcherCore.create(matcher, {})
     core.update("max_keypoints", 64)
     core.update("match_threshold", 0.5)
-    assert matcher.superpoint.config["max_keypoints"] == 64 and matcher.superglue.config["match_threshold"] == 0.5
+    assert matcher.extractor.config["max_keypoints"] == 64 and matcher.superglue.config["match_threshold"] == 0.5
     with pytest.raises(ValueError, match=r"match_threshold must be a number in \[0.0, 1.0\]"):
         core.update("match_threshold", 3.0)
     assert core.params["match_threshold"] == 0.5
