@@ -257,6 +257,6 @@ def test_compressed_input_and_corrupt_payload(ros_env, start_node, tmp_path, gol
 
 def test_node_refuses_to_start_without_weights(ros_env, start_node, tmp_path):
     """Started the PyPI-wheel way (`superglue-ros node --params-file`), a missing weight file is one clear error."""
-    node = start_node(via_cli=True, weights_dir=str(tmp_path / "nothing-here"))
+    node = start_node(via_cli=True, weights="indoor", weights_dir=str(tmp_path / "nothing-here"))
     assert node.process.wait(timeout=60) == 2
     assert "cannot start" in node.output() and "superglue-ros weights download" in node.output()
