@@ -6,6 +6,7 @@ fresh clone has none); everything else generates its own data.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,15 @@ def rule_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         else:
             out[key] = 0.05 * torch.randn(shape, generator=gen)
     return out
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the test (small inputs, deterministic reductions), then as before."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

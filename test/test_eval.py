@@ -15,7 +15,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from superglue_ros import metrics
 from superglue_ros.bagio import open_bag
@@ -30,9 +29,7 @@ FAST = ["--resize", "160", "--max-keypoints", "128", "--sinkhorn-iterations", "2
         "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
