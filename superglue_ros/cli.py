@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "node",
     "eval", "eval_compare",
     "weights",
+    "train",
     "export_onnx",
 )
 

@@ -63,7 +63,7 @@ def sinkhorn(couplings: torch.Tensor, log_mu: torch.Tensor, log_nu: torch.Tensor
     ``tolerance`` > 0 stops early once no row marginal is off by more than it
     (checked every few iterations).
     """
-    finite = couplings[torch.isfinite(couplings)]
+    finite = couplings.detach()[torch.isfinite(couplings.detach())]
     spread = float(finite.max() - finite.min()) if finite.numel() else 0.0
     if spread > MAX_EXP_DOMAIN_SPREAD:
         return log_domain_sinkhorn(couplings, log_mu, log_nu, iterations)

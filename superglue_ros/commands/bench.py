@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     exact = build_matcher(args, precision="fp32") if args.agreement else None
     config = {"device": machine_description(matcher.device), "precision": args.precision, "mode": args.mode,
               "size": f"{size[0]}x{size[1]}", "max_keypoints": args.max_keypoints,
-              "sinkhorn_iterations": args.sinkhorn_iterations, "sinkhorn_tolerance": args.sinkhorn_tolerance,
+              "sinkhorn_iterations": matcher.superglue.config["sinkhorn_iterations"],
+              "sinkhorn_tolerance": matcher.superglue.config["sinkhorn_tolerance"], "model": matcher.model_name,
               "frames": args.images or "generated", "torch": torch.__version__}
     with tqdm(total=args.pairs + args.warmup, desc="bench", unit="pair", leave=False) as bar:
         result = benchmark(matcher, frames, args.mode, args.warmup, config, exact,

@@ -27,11 +27,12 @@ def add_matcher_options(parser: argparse.ArgumentParser) -> None:
                        help="SuperPoint keypoint budget, -1 for no limit (default: %(default)s)")
     group.add_argument("--keypoint-threshold", type=float, default=0.005, help="default: %(default)s")
     group.add_argument("--nms-radius", type=int, default=4, help="default: %(default)s")
-    group.add_argument("--sinkhorn-iterations", type=int, default=100, help="default: %(default)s")
-    group.add_argument("--match-threshold", type=float, default=0.2, help="default: %(default)s")
-    group.add_argument("--sinkhorn-tolerance", type=float, default=0.0,
-                       help="stop Sinkhorn early once row marginals are this close (0 = run all "
-                            "iterations, the exact mode; default: %(default)s)")
+    group.add_argument("--sinkhorn-iterations", type=int,
+                       help="default: the model's (100 for the official weights)")
+    group.add_argument("--match-threshold", type=float, help="default: the model's (0.2 for the official weights)")
+    group.add_argument("--sinkhorn-tolerance", type=float,
+                       help="stop Sinkhorn early once row marginals are this close (default 0: run all "
+                            "iterations, the exact mode)")
     group.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                        help="fp32 is exact; bf16 (CPU) / fp16 (CUDA) trade a few matches for speed "
                             "(default: %(default)s)")
@@ -54,8 +55,9 @@ def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "resize": resize,
         "superpoint": {"max_keypoints": args.max_keypoints, "keypoint_threshold": args.keypoint_threshold,
                        "nms_radius": args.nms_radius},
-        "superglue": {"sinkhorn_iterations": args.sinkhorn_iterations, "match_threshold": args.match_threshold,
-                      "sinkhorn_tolerance": args.sinkhorn_tolerance},
+        "superglue": {name: value for name, value in (
+            ("sinkhorn_iterations", args.sinkhorn_iterations), ("match_threshold", args.match_threshold),
+            ("sinkhorn_tolerance", args.sinkhorn_tolerance)) if value is not None},
         "precision": args.precision,
         "backend": args.backend,
     }

@@ -1,0 +1,74 @@
+"""`superglue-ros train --images DIR`: self-supervised SuperGlue training on random homographies."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..cli import CommandError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train SuperGlue on single images (random homographies)",
+        description="Train SuperGlue from a folder of unlabelled images: each step warps random views with "
+                    "random homographies and photometric noise, labels keypoints by reprojection and minimises "
+                    "the negative log-likelihood of the true assignment. One image in ten (fixed by name) "
+                    "is held back for the validation precision/recall shown in the progress bar.")
+    parser.add_argument("--images", required=True, help="folder of training images")
+    parser.add_argument("--features", default="sift", choices=("sift", "superpoint"),
+                        help="front end (superpoint needs the official, non-commercial weights; "
+                             "default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=2400, help="total optimisation steps (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=6, help="pairs per step (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--layers", type=int, default=3, help="self+cross attention layer pairs (default: %(default)s)")
+    parser.add_argument("--keypoints", type=int, default=384, help="keypoints per training image (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    parser.add_argument("--out", default="model.pt",
+                        help="final model file; checkpoints go to OUT's stem + .ckpt.pt (default: %(default)s)")
+    parser.add_argument("--resume", metavar="CKPT", help="continue the run stored in this checkpoint (its images, model, batch, "
+                                                        "keypoints, lr and seed; --steps may extend it)")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="default: %(default)s")
+    parser.add_argument("--val-every", type=int, default=100, help="default: %(default)s")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch and OpenCV (0: their defaults)")
+    parser.add_argument("--heldout", nargs="+", metavar="DIR",
+                        help="after training, run the synthetic homography benchmark on these folders and "
+                             "compare with SIFT + mutual nearest neighbour + ratio test")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..training import TrainConfig, benchmark_model, format_table, train
+
+    for name in ("steps", "batch", "layers", "keypoints", "checkpoint_every", "val_every"):
+        if getattr(args, name) < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
+    if not Path(args.images).is_dir():
+        raise CommandError(f"--images {args.images}: not a folder")
+    if args.resume and not Path(args.resume).is_file():
+        raise CommandError(f"--resume {args.resume}: no such file")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CommandError(f"--device {args.device}: CUDA is not available")
+    if args.threads:
+        import cv2
+
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
+    config = TrainConfig(images=args.images, features=args.features, steps=args.steps, batch=args.batch,
+                         lr=args.lr, seed=args.seed, device=args.device, out=args.out, resume=args.resume,
+                         checkpoint_every=args.checkpoint_every, val_every=args.val_every,
+                         num_keypoints=args.keypoints, layers=args.layers)
+    try:
+        meta = train(config)
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    last = meta["history"][-1] if meta["history"] else {}
+    print(f"wrote {args.out} ({meta['train_images']} training images); last validation: "
+          f"{json.dumps({k: round(v, 4) for k, v in last.items()})}")
+    if args.heldout:
+        print(format_table(benchmark_model(args.out, args.heldout)))
+    return 0

@@ -1,0 +1,440 @@
+"""Self-supervised SuperGlue training from single images, and the synthetic homography benchmark.
+
+Every training pair is an image and a random homographic, photometrically
+perturbed copy of it (the homography experiment of the SuperGlue paper), so
+the ground-truth correspondences follow from the warp and any folder of
+openly licensed photographs is a training set.
+
+Determinism: the batch of step k is a pure function of (seed, k): its
+random generator is seeded with both. Exact resume therefore needs only the
+model, the optimizer and the step counter; no generator state is carried.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from .features import Features
+from .geometry import estimate_homography
+from .open_model import build_extractor, save_open_model
+from .optimal_transport import extract_matches
+from .sift import SIFT
+from .superglue import SuperGlue
+from .superpoint import SuperPoint
+from .synthetic import ground_truth_matches, photometric_noise, project_points, sample_homography, warp_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
+CHECKPOINT_FORMAT = 1
+PREFERRED_TRIES, MAX_TRIES = 10, 100  # random views drawn per pair (see sample_pair)
+VALIDATION_EVERY_NTH = 10  # one image in ten (by a hash of its name) validates instead of training
+# The run's identity: a resumed run takes these from its checkpoint.
+RUN_FIELDS = ("images", "features", "batch", "lr", "seed", "num_keypoints", "crop", "max_side",
+              "layers", "sinkhorn_iterations", "val_pairs")
+DESCRIPTOR_DIMS = {"sift": 128, "superpoint": 256}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in checkpoints and the model's meta)."""
+
+    images: str
+    features: str = "sift"
+    steps: int = 2400
+    batch: int = 6
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    out: str = "model.pt"
+    resume: str | None = None
+    checkpoint_every: int = 100
+    val_every: int = 100
+    val_pairs: int = 24
+    num_keypoints: int = 384
+    crop: tuple[int, int] = (360, 480)
+    max_side: int = 640
+    layers: int = 3
+    sinkhorn_iterations: int = 50
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training or validation example: features of both images and the true warp."""
+
+    features0: Features
+    features1: Features
+    h: np.ndarray
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Pairs cut to equal keypoint counts (no padding, so BatchNorm statistics stay clean)."""
+
+    keypoints0: torch.Tensor
+    scores0: torch.Tensor
+    descriptors0: torch.Tensor
+    size0: torch.Tensor
+    keypoints1: torch.Tensor
+    scores1: torch.Tensor
+    descriptors1: torch.Tensor
+    size1: torch.Tensor
+    gt0: torch.Tensor
+    gt1: torch.Tensor
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+
+    def inputs(self) -> tuple[torch.Tensor, ...]:
+        """Positional arguments of SuperGlue.forward."""
+        return (self.keypoints0, self.scores0, self.descriptors0, self.size0,
+                self.keypoints1, self.scores1, self.descriptors1, self.size1)
+
+
+def superglue_config(descriptor_dim: int, layers: int, sinkhorn_iterations: int) -> dict[str, Any]:
+    """A small SuperGlue: the keypoint encoder ends at descriptor_dim, ``layers`` self/cross pairs."""
+    encoder = [width for width in (32, 64, 128, 256) if width < descriptor_dim] or [descriptor_dim]
+    return {"descriptor_dim": descriptor_dim, "keypoint_encoder": encoder, "GNN_layers": ["self", "cross"] * layers,
+            "num_heads": 4, "sinkhorn_iterations": sinkhorn_iterations, "match_threshold": 0.2}
+
+
+def features_config(name: str, num_keypoints: int) -> dict[str, Any]:
+    if name == "sift":
+        return {"name": "sift", "max_keypoints": num_keypoints}
+    if name == "superpoint":
+        return {"name": "superpoint", "max_keypoints": num_keypoints}
+    raise ValueError(f"features must be 'sift' or 'superpoint', got {name!r}")
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return paths
+
+
+def load_gray(path: Path, max_side: int) -> np.ndarray:
+    """uint8 gray image whose longer side is at most ``max_side`` (area-averaged when shrunk)."""
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise ValueError(f"cannot read image {path}")
+    scale = max_side / max(image.shape)
+    if scale < 1:
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image
+
+
+def split_images(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """(train, validation): a fixed split by a hash of each file name, independent of the folder's other files."""
+    val = [p for p in paths if zlib.crc32(p.name.encode()) % VALIDATION_EVERY_NTH == 0]
+    train = [p for p in paths if p not in val]
+    if not train or not val:
+        return list(paths), list(paths)
+    return train, val
+
+
+def random_view(image: np.ndarray, rng: np.random.Generator, crop_hw: tuple[int, int]) -> np.ndarray:
+    """A random rescale (0.5-1x, never smaller than the crop) and crop: varied scale and content per step."""
+    crop_h, crop_w = crop_hw
+    fit = max(crop_h / image.shape[0], crop_w / image.shape[1])
+    scale = max(fit, rng.uniform(0.5, 1.0))
+    size = (max(crop_w, round(image.shape[1] * scale)), max(crop_h, round(image.shape[0] * scale)))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    top = int(rng.integers(0, resized.shape[0] - crop_h + 1))
+    left = int(rng.integers(0, resized.shape[1] - crop_w + 1))
+    return np.ascontiguousarray(resized[top:top + crop_h, left:left + crop_w])
+
+
+def extract(extractor: SIFT | SuperPoint, image: np.ndarray) -> Features:
+    """Features of a uint8 gray image with either front end (both take a float tensor in [0, 1])."""
+    with torch.inference_mode():
+        return extractor.extract(torch.from_numpy(image.astype(np.float32) / 255.0)).to("cpu")
+
+
+def make_pair(image: np.ndarray, rng: np.random.Generator, extractor: SIFT | SuperPoint,
+              strength: float = 1.0) -> Pair:
+    """Features of a photometrically perturbed image and of its random warp."""
+    h = sample_homography(rng, image.shape[0], image.shape[1], strength)
+    image0 = photometric_noise(image, rng)
+    image1 = warp_image(image, h, rng)
+    return Pair(extract(extractor, image0), extract(extractor, image1), h)
+
+
+def sample_pair(images: Sequence[np.ndarray], rng: np.random.Generator, extractor: SIFT | SuperPoint,
+                crop_hw: tuple[int, int], min_keypoints: int) -> Pair:
+    """A training pair from a random image view, redrawn while it has too few keypoints.
+
+    After ``PREFERRED_TRIES`` draws any pair with keypoints in both images
+    is accepted, so that folders with many plain images still train; only
+    a folder without any keypoints gives up.
+    """
+    for attempt in range(MAX_TRIES):
+        view = random_view(images[int(rng.integers(len(images)))], rng, crop_hw)
+        pair = make_pair(view, rng, extractor)
+        needed = min_keypoints if attempt < PREFERRED_TRIES else 1
+        if min(len(pair.features0), len(pair.features1)) >= needed:
+            return pair
+    raise ValueError(f"no keypoints found in {MAX_TRIES} random views of the images; are they blank?")
+
+
+def collate(pairs: Sequence[Pair]) -> Batch:
+    """Keep the strongest min-count keypoints of every image, then label them under the known warps."""
+    n = min(len(p.features0) for p in pairs)
+    m = min(len(p.features1) for p in pairs)
+    if n == 0 or m == 0:
+        raise ValueError("every pair of a batch needs keypoints in both images")
+    labels = [ground_truth_matches(p.features0.keypoints[:n].numpy(), p.features1.keypoints[:m].numpy(), p.h)
+              for p in pairs]
+
+    def stack(side: int, field: str, count: int) -> torch.Tensor:
+        return torch.stack([getattr(p.features0 if side == 0 else p.features1, field)[:count] for p in pairs])
+
+    def sizes(side: int) -> torch.Tensor:
+        return torch.tensor([(p.features0 if side == 0 else p.features1).image_size for p in pairs],
+                            dtype=torch.float32)
+
+    return Batch(stack(0, "keypoints", n), stack(0, "scores", n), stack(0, "descriptors", n), sizes(0),
+                 stack(1, "keypoints", m), stack(1, "scores", m), stack(1, "descriptors", m), sizes(1),
+                 torch.from_numpy(np.stack([g0 for g0, _ in labels])),
+                 torch.from_numpy(np.stack([g1 for _, g1 in labels])))
+
+
+def training_batch(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint, config: TrainConfig,
+                   step: int) -> Batch:
+    """The batch of ``step``: identical whenever and however often it is drawn."""
+    rng = np.random.default_rng([config.seed, 0, step])
+    return collate([sample_pair(images, rng, extractor, config.crop, config.num_keypoints // 2)
+                    for _ in range(config.batch)])
+
+
+def validation_batches(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint,
+                       config: TrainConfig) -> list[Batch]:
+    """Fixed validation pairs (one per batch, so none loses keypoints to a shorter partner)."""
+    return [collate([sample_pair(images, np.random.default_rng([config.seed, 1, k]), extractor, config.crop, 1)])
+            for k in range(config.val_pairs)]
+
+
+def nll_loss(log_assignment: torch.Tensor, gt0: torch.Tensor, gt1: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of the ground-truth assignment, dustbins included.
+
+    log_assignment (B, N+1, M+1); gt0 (B, N), gt1 (B, M) as from ground_truth_matches.
+    Terms: -log P[i, j] per true match, -log P[i, dustbin] per unmatched keypoint
+    of image 0, -log P[dustbin, j] per unmatched keypoint of image 1 (ignored
+    keypoints contribute nothing). Averaged per pair, then over the batch.
+    """
+    n, m = gt0.shape[1], gt1.shape[1]
+    matched = log_assignment[:, :n, :m].gather(2, gt0.clamp(min=0)[..., None])[..., 0]
+    zero = log_assignment.new_zeros(())
+    total = (torch.where(gt0 >= 0, matched, zero).sum(1)
+             + torch.where(gt0 == -1, log_assignment[:, :n, m], zero).sum(1)
+             + torch.where(gt1 == -1, log_assignment[:, n, :m], zero).sum(1))
+    count = (gt0 >= 0).sum(1) + (gt0 == -1).sum(1) + (gt1 == -1).sum(1)
+    return (-total / count.clamp(min=1)).mean()
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Constant, then a linear decay to a tenth over the last 40% of the steps (settles the weights)."""
+    decay_start = 0.6 * config.steps
+    if step < decay_start:
+        return config.lr
+    return config.lr * (1.0 - 0.9 * (step - decay_start) / max(config.steps - decay_start, 1))
+
+
+def training_step(model: SuperGlue, optimizer: torch.optim.Optimizer, batch: Batch, lr: float) -> float:
+    model.train()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss = nll_loss(model(*batch.inputs())["log_assignment"], batch.gt0, batch.gt1)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+@torch.inference_mode()
+def validate(model: SuperGlue, batches: Sequence[Batch], device: torch.device) -> tuple[float, float]:
+    """Match precision and recall against the ground-truth labels, over all validation pairs.
+
+    Predictions for ignored keypoints (label -2) count neither way, as in the loss.
+    """
+    model.eval()
+    correct = predicted = positives = 0
+    for batch in batches:
+        batch = batch.to(device)
+        log_assignment = model(*batch.inputs())["log_assignment"]
+        matches0 = extract_matches(log_assignment, model.config["match_threshold"])[0]
+        correct += int(((matches0 >= 0) & (matches0 == batch.gt0)).sum())
+        predicted += int(((matches0 >= 0) & (batch.gt0 != -2)).sum())
+        positives += int((batch.gt0 >= 0).sum())
+    return correct / max(predicted, 1), correct / max(positives, 1)
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(f"{out.stem}.ckpt.pt")
+
+
+def save_checkpoint(path: Path, model: SuperGlue, optimizer: torch.optim.Optimizer, step: int,
+                    config: TrainConfig, history: list[dict[str, float]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": CHECKPOINT_FORMAT, "step": step, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "superglue_config": dict(model.config),
+                "train_config": {**dataclasses.asdict(config), "crop": list(config.crop)}, "history": history}, tmp)
+    tmp.replace(path)  # a run killed while saving keeps its previous checkpoint
+
+
+def resumed_config(config: TrainConfig, checkpoint: dict[str, Any]) -> TrainConfig:
+    """The checkpoint's run settings, with this invocation's steps, output, device and intervals."""
+    stored = checkpoint["train_config"]
+    run = {name: stored[name] for name in RUN_FIELDS}
+    run["crop"] = tuple(run["crop"])
+    return dataclasses.replace(config, **run)
+
+
+def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) training; writes checkpoints and the final model file, returns its meta."""
+    from tqdm import tqdm
+
+    device = torch.device(config.device)
+    checkpoint = torch.load(config.resume, map_location="cpu", weights_only=True) if config.resume else None
+    if checkpoint is not None:
+        config = resumed_config(config, checkpoint)
+    torch.manual_seed(config.seed)
+    extractor = build_extractor(features_config(config.features, config.num_keypoints))
+    train_paths, val_paths = split_images(image_files(config.images))
+    train_images = [load_gray(p, config.max_side) for p in train_paths]
+    val_images = [load_gray(p, config.max_side) for p in val_paths]
+    model_config = superglue_config(DESCRIPTOR_DIMS[config.features], config.layers, config.sinkhorn_iterations)
+    model = SuperGlue(**model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    start, history = 0, []
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start, history = int(checkpoint["step"]), list(checkpoint["history"])
+    val_batches = validation_batches(val_images, extractor, config)
+    began = time.perf_counter()
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
+               desc="train", dynamic_ncols=True)
+    precision = recall = float("nan")
+    for step in bar:
+        batch = training_batch(train_images, extractor, config, step).to(device)
+        loss = training_step(model, optimizer, batch, learning_rate(config, step))
+        done = step + 1
+        if done % config.val_every == 0 or done == config.steps:
+            precision, recall = validate(model, val_batches, device)
+            history.append({"step": done, "loss": loss, "precision": precision, "recall": recall})
+        bar.set_postfix(loss=f"{loss:.3f}", P=f"{precision:.3f}", R=f"{recall:.3f}")
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            save_checkpoint(checkpoint_path(config.out), model, optimizer, done, config, history)
+    meta = {"steps": config.steps, "train_images": len(train_paths), "val_images": len(val_paths),
+            "wall_time_s_this_run": round(time.perf_counter() - began, 1), "history": history,
+            "train_config": {k: v for k, v in dataclasses.asdict(config).items() if k in RUN_FIELDS}}
+    meta["train_config"]["crop"] = list(config.crop)
+    save_open_model(config.out, model.cpu(), features_config(config.features, 1024), meta)
+    return meta
+
+
+def nearest_neighbour_ratio(features0: Features, features1: Features, ratio: float = 0.8) -> np.ndarray:
+    """(K, 2) mutual nearest neighbours that pass Lowe's ratio test (descriptor distances), both ways."""
+    if len(features0) < 2 or len(features1) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    dist = torch.cdist(features0.descriptors.float(), features1.descriptors.float())
+    best0, idx0 = dist.topk(2, dim=1, largest=False)
+    best1, idx1 = dist.topk(2, dim=0, largest=False)
+    rows = torch.arange(len(features0))
+    keep = ((idx1[0, idx0[:, 0]] == rows) & (best0[:, 0] < ratio * best0[:, 1])
+            & (best1[0, idx0[:, 0]] < ratio * best1[1, idx0[:, 0]]))
+    return torch.stack([rows[keep], idx0[keep, 0]], dim=1).numpy()
+
+
+def superglue_pairs(model: SuperGlue) -> Callable[[Features, Features], np.ndarray]:
+    def match(features0: Features, features1: Features) -> np.ndarray:
+        return model.match(features0, features1).pairs().cpu().numpy()
+    return match
+
+
+def corner_error(h_est: np.ndarray, h_true: np.ndarray, height: int, width: int) -> float:
+    """Mean distance between the image corners mapped by the estimate and by the truth."""
+    corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=np.float64)
+    error = np.linalg.norm(project_points(h_est, corners) - project_points(h_true, corners), axis=1).mean()
+    return float(error) if np.isfinite(error) else float("inf")
+
+
+def error_auc(errors: Sequence[float], threshold: float) -> float:
+    """Area under the cumulative error curve up to ``threshold``, normalised to [0, 1]."""
+    errors = np.sort(np.asarray(errors, dtype=np.float64))
+    recall = np.arange(1, len(errors) + 1) / len(errors)
+    errors, recall = np.concatenate([[0.0], errors]), np.concatenate([[0.0], recall])
+    last = int(np.searchsorted(errors, threshold))
+    x = np.concatenate([errors[:last], [threshold]])
+    y = np.concatenate([recall[:last], [recall[last - 1]]])
+    return float(np.trapezoid(y, x) / threshold)
+
+
+def homography_benchmark(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint,
+                         matchers: dict[str, Callable[[Features, Features], np.ndarray]],
+                         pairs_per_image: int = 5, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Synthetic homography benchmark: per matcher, AUC of the corner error at 3/5/10 px, precision, recall.
+
+    Every matcher sees the same pairs (full images, random warps of
+    strength 1, photometric noise). A match is correct when it is a
+    ground-truth match (mutual nearest reprojection within 3 px). Precision
+    leaves out predictions for ignored keypoints (nearest reprojection 3-5 px
+    or not mutual), which are neither right nor wrong; ``precision_all``
+    counts them as wrong. Both are pooled over all pairs; a failed
+    homography counts as an infinite corner error.
+    """
+    stats = {name: {"errors": [], "correct": 0, "predicted": 0, "labelled": 0, "positives": 0} for name in matchers}
+    for index, image in enumerate(images):
+        for k in range(pairs_per_image):
+            pair = make_pair(image, np.random.default_rng([seed, index, k]), extractor)
+            gt0, _ = ground_truth_matches(pair.features0.keypoints.numpy(), pair.features1.keypoints.numpy(), pair.h)
+            for name, match in matchers.items():
+                pairs = match(pair.features0, pair.features1)
+                s = stats[name]
+                s["correct"] += int((gt0[pairs[:, 0]] == pairs[:, 1]).sum())
+                s["predicted"] += len(pairs)
+                s["labelled"] += int((gt0[pairs[:, 0]] != -2).sum())
+                s["positives"] += int((gt0 >= 0).sum())
+                estimate = estimate_homography(pair.features0.keypoints.numpy()[pairs[:, 0]],
+                                               pair.features1.keypoints.numpy()[pairs[:, 1]], "ransac", 3.0)
+                s["errors"].append(corner_error(estimate.h, pair.h, *image.shape) if estimate.valid else float("inf"))
+    return {name: {"auc@3px": error_auc(s["errors"], 3.0), "auc@5px": error_auc(s["errors"], 5.0),
+                   "auc@10px": error_auc(s["errors"], 10.0), "precision": s["correct"] / max(s["labelled"], 1),
+                   "precision_all": s["correct"] / max(s["predicted"], 1),
+                   "recall": s["correct"] / max(s["positives"], 1), "pairs": len(s["errors"]),
+                   "matches_per_pair": s["predicted"] / max(len(s["errors"]), 1)}
+            for name, s in stats.items()}
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """Markdown table of homography_benchmark results."""
+    lines = ["| matcher | AUC@3px | AUC@5px | AUC@10px | precision | precision (ignored = wrong) | recall "
+             "| matches/pair |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {100 * r['auc@3px']:.1f} | {100 * r['auc@5px']:.1f} | {100 * r['auc@10px']:.1f} "
+                     f"| {100 * r['precision']:.1f} | {100 * r['precision_all']:.1f} | {100 * r['recall']:.1f} "
+                     f"| {r['matches_per_pair']:.0f} |")
+    return "\n".join(lines)
+
+
+def benchmark_model(model_path: str | Path, folders: Sequence[str | Path], pairs_per_image: int = 5,
+                    max_side: int = 640, seed: int = 0) -> dict[str, dict[str, float]]:
+    """A trained model file against SIFT + mutual nearest neighbour + ratio 0.8 on held-out folders."""
+    from .open_model import load_open_model
+
+    extractor, model, _ = load_open_model(model_path)
+    images = [load_gray(p, max_side) for folder in folders for p in image_files(folder)]
+    return homography_benchmark(images, extractor, {
+        "SIFT + open SuperGlue": superglue_pairs(model),
+        "SIFT + mutual NN + ratio 0.8": nearest_neighbour_ratio}, pairs_per_image, seed)

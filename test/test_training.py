@@ -1,0 +1,183 @@
+"""Self-supervised training: loss, one step, exact resume, the model file and the homography benchmark."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from superglue_ros.cli import main
+from superglue_ros.features import Features
+from superglue_ros.open_model import BUNDLED, load_open_model, save_open_model
+from superglue_ros.sift import SIFT
+from superglue_ros.superglue import SuperGlue
+from superglue_ros.synthetic import sample_homography
+from superglue_ros.training import (
+    TrainConfig, checkpoint_path, collate, corner_error, error_auc, features_config, homography_benchmark,
+    make_pair, nearest_neighbour_ratio, nll_loss, sample_pair, superglue_config, superglue_pairs, train, training_batch,
+    training_step)
+
+
+def textured(seed: int, height: int = 240, width: int = 320) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = cv2.resize(rng.random((height // 10, width // 10)).astype(np.float32), (width, height),
+                       interpolation=cv2.INTER_CUBIC)
+    return np.clip(image * 255, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    for k in range(4):
+        cv2.imwrite(str(folder / f"img{k}.png"), textured(k))
+    return folder
+
+
+def tiny_config(image_dir: Path, out: Path, **overrides: object) -> TrainConfig:
+    base = TrainConfig(images=str(image_dir), steps=4, batch=2, lr=1e-3, out=str(out), checkpoint_every=2,
+                       val_every=2, val_pairs=2, num_keypoints=48, crop=(120, 160), layers=1,
+                       sinkhorn_iterations=10)
+    return dataclasses.replace(base, **overrides)
+
+
+def test_loss_on_a_hand_checked_case() -> None:
+    plan = torch.tensor([[0.1, 0.5, 0.4],
+                         [0.3, 0.45, 0.25],
+                         [0.125, 0.2, 0.0]])
+    log_assignment = plan.clamp_min(1e-30).log()[None]
+    gt0 = torch.tensor([[1, -1]])
+    # image 1: keypoint 0 ignored, keypoint 1 matched -> terms -log 0.5 and -log 0.25
+    assert float(nll_loss(log_assignment, gt0, torch.tensor([[-2, 0]]))) == pytest.approx(1.5 * math.log(2), rel=1e-6)
+    # keypoint 0 of image 1 unmatched adds -log 0.125 (its dustbin entry)
+    assert float(nll_loss(log_assignment, gt0, torch.tensor([[-1, 0]]))) == pytest.approx(2 * math.log(2), rel=1e-6)
+
+
+def test_loss_is_the_mean_over_pairs() -> None:
+    a = torch.log(torch.full((1, 3, 3), 0.5))
+    b = torch.log(torch.full((1, 3, 3), 0.25))
+    gt0, gt1 = torch.tensor([[0, -1]]), torch.tensor([[0, -2]])
+    both = nll_loss(torch.cat([a, b]), gt0.repeat(2, 1), gt1.repeat(2, 1))
+    assert float(both) == pytest.approx(1.5 * math.log(2), rel=1e-6)
+
+
+def test_batches_are_labelled_and_reproducible(image_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(image_dir, tmp_path / "m.pt")
+    images = [textured(k) for k in range(2)]
+    sift = SIFT(max_keypoints=48)
+    a, b = training_batch(images, sift, config, 3), training_batch(images, sift, config, 3)
+    assert torch.equal(a.keypoints0, b.keypoints0) and torch.equal(a.gt1, b.gt1)
+    assert a.keypoints0.shape[0] == 2 and a.gt0.shape == a.keypoints0.shape[:2]
+    assert (a.gt0 >= 0).any() and (a.gt0 == -1).any()
+    assert not torch.equal(a.keypoints0, training_batch(images, sift, config, 4).keypoints0)
+
+
+def test_plain_images_are_redrawn_and_a_blank_folder_is_an_error() -> None:
+    blank = np.full((120, 160), 90, dtype=np.uint8)
+    sift = SIFT(max_keypoints=32)
+    pair = sample_pair([blank, blank, textured(5, 120, 160)], np.random.default_rng(0), sift, (120, 160), 1000)
+    assert min(len(pair.features0), len(pair.features1)) > 0
+    with pytest.raises(ValueError, match="no keypoints"):
+        sample_pair([blank], np.random.default_rng(0), sift, (120, 160), 1)
+
+
+def test_one_training_step_reduces_the_loss_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    pairs = [make_pair(textured(k), np.random.default_rng(k), SIFT(max_keypoints=64)) for k in range(2)]
+    batch = collate(pairs)
+    model = SuperGlue(**superglue_config(128, 1, 20))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = training_step(model, optimizer, batch, 1e-3)
+    model.train()
+    with torch.no_grad():
+        after = float(nll_loss(model(*batch.inputs())["log_assignment"], batch.gt0, batch.gt1))
+    assert after < before
+
+
+def test_resume_reproduces_the_same_weights(image_dir: Path, tmp_path: Path, one_thread: None) -> None:
+    straight = tiny_config(image_dir, tmp_path / "straight.pt")
+    train(straight, progress=False)
+    first = tiny_config(image_dir, tmp_path / "split.pt", steps=2)
+    train(first, progress=False)
+    train(dataclasses.replace(first, steps=4, resume=str(checkpoint_path(first.out))), progress=False)
+    a = torch.load(checkpoint_path(straight.out), weights_only=True)
+    b = torch.load(checkpoint_path(first.out), weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    _, model, meta = load_open_model(straight.out)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, a["model"][key])
+    assert meta["steps"] == 4 and meta["train_config"]["layers"] == 1
+
+
+def test_model_file_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = SuperGlue(**superglue_config(128, 2, 30))
+    save_open_model(tmp_path / "m.pt", model, {"name": "sift", "max_keypoints": 300}, {"note": "test"})
+    extractor, loaded, meta = load_open_model(tmp_path / "m.pt")
+    assert isinstance(extractor, SIFT) and extractor.config["max_keypoints"] == 300
+    assert meta == {"note": "test"} and not loaded.training
+    assert loaded.config == model.config
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
+    with pytest.raises(ValueError, match="name"):
+        save_open_model(tmp_path / "x.pt", model, {"name": "orb"}, {})
+
+
+def test_bundled_model_loads_and_matches_a_warped_image() -> None:
+    if not BUNDLED["sift_open"].is_file():
+        pytest.skip("the bundled sift_open.pt is not built yet")
+    extractor, model, meta = load_open_model("sift_open")
+    image = textured(11, 480, 640)
+    pair = make_pair(image, np.random.default_rng(0), extractor)
+    pairs = superglue_pairs(model)(pair.features0, pair.features1)
+    assert len(pairs) > 20 and meta["steps"] > 0
+
+
+def test_nearest_neighbour_ratio() -> None:
+    desc0 = torch.eye(4)
+    desc1 = torch.stack([torch.eye(4)[2], torch.eye(4)[0], torch.tensor([0.0, 0.5 ** 0.5, 0.0, 0.5 ** 0.5])])
+    f0 = Features(torch.zeros(4, 2), torch.ones(4), desc0, (10, 10))
+    f1 = Features(torch.zeros(3, 2), torch.ones(3), desc1, (10, 10))
+    pairs = nearest_neighbour_ratio(f0, f1, ratio=0.8)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (2, 0)]  # desc1[2] is as close to row 1 as to row 3
+
+
+def test_error_auc_and_corner_error() -> None:
+    assert error_auc([0.0, 0.0], 3.0) == pytest.approx(1.0)
+    assert error_auc([float("inf")] * 3, 3.0) == 0.0
+    # curve (0, 0) -> (1.5, 0.5) linearly, then flat at 0.5 up to 3 px: (0.375 + 0.75) / 3
+    assert error_auc([1.5, float("inf")], 3.0) == pytest.approx(0.375)
+    h = sample_homography(np.random.default_rng(0), 100, 200)
+    assert corner_error(h, h, 100, 200) == 0.0
+    shifted = h @ np.array([[1.0, 0, 2.0], [0, 1.0, 0], [0, 0, 1.0]])
+    assert corner_error(np.array([[1.0, 0, 2.0], [0, 1.0, 0], [0, 0, 1.0]]), np.eye(3), 100, 200) == pytest.approx(2.0)
+    assert corner_error(shifted, h, 100, 200) > 0
+
+
+def test_benchmark_scores_a_perfect_and_a_useless_matcher() -> None:
+    images = [textured(20, 240, 320)]
+
+    def useless(f0: Features, f1: Features) -> np.ndarray:
+        return np.zeros((0, 2), dtype=np.int64)
+
+    results = homography_benchmark(images, SIFT(max_keypoints=200),
+                                   {"nn": nearest_neighbour_ratio, "none": useless}, pairs_per_image=2)
+    assert results["none"]["auc@3px"] == 0.0 and results["none"]["recall"] == 0.0
+    assert results["nn"]["precision"] > 0.8 and results["nn"]["auc@10px"] > 0.3
+    assert results["nn"]["pairs"] == 2
+
+
+def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli.pt"
+    assert main(["train", "--images", str(image_dir), "--steps", "1", "--batch", "1", "--keypoints", "32",
+                 "--layers", "1", "--out", str(out), "--val-every", "1", "--threads", "1"]) == 0
+    assert out.is_file() and checkpoint_path(out).is_file()
+    assert "wrote" in capsys.readouterr().out
+    assert main(["train", "--images", str(tmp_path / "missing"), "--steps", "1"]) == 2
+    assert features_config("sift", 10) == {"name": "sift", "max_keypoints": 10}
