@@ -94,15 +94,19 @@ class MatcherCore:
 
     @staticmethod
     def create(matcher: Matcher, overrides: dict[str, Any]) -> "MatcherCore":
-        """Core for a loaded matcher; model parameters left at the table's defaults (those of the
-        official weights) keep the model's own values, so an open model keeps its trained threshold."""
+        """Core for a loaded matcher. The keypoint budget and detector settings always come from the
+        parameters; SuperGlue settings left at the table's defaults (those of the official weights)
+        keep the model's own values, so an open model keeps its trained threshold and iterations."""
         params = resolve(overrides)
         matcher.clear_cache()  # frame keys restart at 1: features cached under them are another core's
         core = MatcherCore(matcher, params, sync=ApproximateSync(params["slop"], params["sync_queue_size"]))
-        for name in SUPERPOINT_PARAMETERS + SUPERGLUE_PARAMETERS:
+        for name in SUPERPOINT_PARAMETERS:
+            if name in matcher.extractor.config:
+                core._apply_model_parameter(name, core.params[name])
+        for name in SUPERGLUE_PARAMETERS:
             if name in overrides and overrides[name] != DEFAULTS[name]:
                 core._apply_model_parameter(name, core.params[name])
-            elif name in matcher.superglue.config:
+            else:
                 core.params[name] = matcher.superglue.config[name]
         return core
 
