@@ -118,6 +118,20 @@ def golden() -> dict[str, np.ndarray]:
     return {key: data[key] for key in ("image0_u8", "image1_u8", "homography", "matches0")}
 
 
+@pytest.fixture(scope="module")
+def scene() -> dict[str, np.ndarray]:
+    """A generated textured frame and a copy shifted by 16 px, for tests that need no reference data."""
+    from superglue_ros.benchmark import textured_image
+
+    image = textured_image(np.random.default_rng(5), 480, 640)
+    return {"image0_u8": image, "image1_u8": np.ascontiguousarray(np.roll(image, 16, axis=1))}
+
+
+@pytest.fixture(scope="module")
+def generated_weights(weight_files) -> dict[str, str]:
+    return {"superpoint_weights": str(weight_files["superpoint"]), "superglue_weights": str(weight_files["superglue"])}
+
+
 def golden_weights() -> dict[str, str]:
     return {"superpoint_weights": str(SYNTHETIC / "superpoint.pth"),
             "superglue_weights": str(SYNTHETIC / "superglue.pth")}
@@ -171,13 +185,14 @@ def test_known_warp_is_recovered(ros_env, start_node, tmp_path, golden):
     assert out["matches"][0]["mode"] == 2
 
 
-def test_messages_on_the_wire_equal_rosbags_serialisation(ros_env, start_node, tmp_path, golden):
+def test_messages_on_the_wire_equal_rosbags_serialisation(ros_env, start_node, tmp_path, scene, generated_weights):
     """What rclpy sends is byte for byte what the evaluation tool writes into bags for the same fields."""
     from superglue_ros.bagio import typestore_with_package_messages
 
-    start_node(mode="sequential", image_reliability="reliable", max_keypoints=256, **golden_weights())
-    frames = [frame(tmp_path, "f0", golden["image0_u8"], 10, delay=0.5),
-              frame(tmp_path, "f1", golden["image1_u8"], 20)]
+    start_node(mode="sequential", image_reliability="reliable", max_keypoints=256, match_threshold=0.0,
+               **generated_weights)
+    frames = [frame(tmp_path, "f0", scene["image0_u8"], 10, delay=0.5),
+              frame(tmp_path, "f1", scene["image1_u8"], 20)]
     out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "reliability": "reliable"})
     wire = bytes.fromhex(out["matches_cdr"][0])
     typestore = typestore_with_package_messages()
@@ -187,19 +202,20 @@ def test_messages_on_the_wire_equal_rosbags_serialisation(ros_env, start_node, t
     np.testing.assert_array_equal(decoded.keypoints, np.array(received["keypoints"], np.float32))
     np.testing.assert_array_equal(decoded.matches, np.array(received["matches"], np.uint32))
     assert decoded.model == received["model"] and decoded.weights == received["weights"]
+    assert len(received["matches"]) > 0
 
 
-def test_flood_bad_frames_and_parameter_updates(ros_env, start_node, tmp_path, golden):
+def test_flood_bad_frames_and_parameter_updates(ros_env, start_node, tmp_path, scene, generated_weights):
     """Drops are counted, bad frames never kill the node, bad parameter values are refused."""
     node = start_node(mode="sequential", image_reliability="reliable", max_keypoints=512,
-                      diagnostics_period=0.3, **golden_weights())
-    image = golden["image0_u8"]
+                      diagnostics_period=0.3, **generated_weights)
+    image = scene["image0_u8"]
     frames = [frame(tmp_path, "first", image, 1, delay=0.5),
               frame(tmp_path, "bayer", image, 2, encoding="bayer_rggb8", delay=0.5),
               {"topic": "image", "encoding": "mono8", "stamp_ns": 3, "delay": 0.5},
               frame(tmp_path, "short", image[:10], 4, height=480, delay=0.5)]
     flood = 15
-    frames += [frame(tmp_path, f"flood{i}", golden[f"image{i % 2}_u8"], 10 + i, delay=0.02) for i in range(flood)]
+    frames += [frame(tmp_path, f"flood{i}", scene[f"image{i % 2}_u8"], 10 + i, delay=0.02) for i in range(flood)]
     spec = {"frames": frames, "expect_matches": 1, "settle": 6.0, "reliability": "reliable",
             "set_parameters": [["match_threshold", 1.5], ["max_keypoints", 300], ["mode", "stereo"],
                                ["homography_method", "magic"], ["sinkhorn_iterations", 50]]}
@@ -224,14 +240,14 @@ def test_flood_bad_frames_and_parameter_updates(ros_env, start_node, tmp_path, g
     assert "unsupported image encoding 'bayer_rggb8'" in node.output()
 
 
-def test_stereo_pairs_by_stamp_and_counts_unpaired(ros_env, start_node, tmp_path, golden):
+def test_stereo_pairs_by_stamp_and_counts_unpaired(ros_env, start_node, tmp_path, scene, generated_weights):
     start_node(mode="stereo", slop=0.01, image_reliability="reliable", max_keypoints=256,
-               diagnostics_period=0.3, **golden_weights())
+               diagnostics_period=0.3, **generated_weights)
     base = 5_000_000_000
-    frames = [frame(tmp_path, "lonely", golden["image1_u8"], base - 900_000_000, topic="right/image",
+    frames = [frame(tmp_path, "lonely", scene["image1_u8"], base - 900_000_000, topic="right/image",
                     frame_id="right", delay=0.2),
-              frame(tmp_path, "left", golden["image0_u8"], base, topic="left/image", frame_id="left", delay=0.2),
-              frame(tmp_path, "right", golden["image1_u8"], base + 3_000_000, topic="right/image",
+              frame(tmp_path, "left", scene["image0_u8"], base, topic="left/image", frame_id="left", delay=0.2),
+              frame(tmp_path, "right", scene["image1_u8"], base + 3_000_000, topic="right/image",
                     frame_id="right")]
     out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "settle": 1.5,
                                          "reliability": "reliable"})
@@ -242,10 +258,10 @@ def test_stereo_pairs_by_stamp_and_counts_unpaired(ros_env, start_node, tmp_path
     assert int(out["diagnostics"][-1]["dropped_unpaired"]) == 1
 
 
-def test_compressed_input_and_corrupt_payload(ros_env, start_node, tmp_path, golden):
+def test_compressed_input_and_corrupt_payload(ros_env, start_node, tmp_path, scene, generated_weights):
     start_node(mode="sequential", input_type="compressed", image_reliability="reliable", max_keypoints=256,
-               diagnostics_period=0.3, **golden_weights())
-    png = [cv2.imencode(".png", golden[f"image{i}_u8"])[1].tobytes().hex() for i in (0, 1)]
+               diagnostics_period=0.3, **generated_weights)
+    png = [cv2.imencode(".png", scene[f"image{i}_u8"])[1].tobytes().hex() for i in (0, 1)]
     frames = [{"topic": "image/compressed", "format": "png", "data_hex": png[0], "stamp_ns": 1, "delay": 0.5},
               {"topic": "image/compressed", "format": "png", "data_hex": "00ff00ff", "stamp_ns": 2, "delay": 0.5},
               {"topic": "image/compressed", "format": "png", "data_hex": png[1], "stamp_ns": 3}]
