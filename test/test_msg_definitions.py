@@ -109,3 +109,19 @@ def test_installed_layout_has_the_messages():
     setup = (REPO / "setup.py").read_text()
     for folder in ("msg", "launch", "config"):
         assert f'share/{{package_name}}/{folder}' in setup
+
+
+def test_package_xml_declares_what_the_node_imports():
+    """Format 3, an interface package, and every ROS package the node imports declared as a dependency."""
+    import re
+    import xml.etree.ElementTree as ElementTree
+
+    root = ElementTree.parse(REPO / "package.xml").getroot()
+    assert root.get("format") == "3" and root.findtext("name") == "superglue_ros"
+    assert root.findtext("export/build_type") == "ament_cmake"
+    assert root.findtext("member_of_group") == "rosidl_interface_packages"
+    declared = {element.text for element in root if element.tag.endswith("depend")}
+    source = (REPO / "superglue_ros" / "ros_node.py").read_text()
+    imported = set(re.findall(r"^from (\w+)(?:\.\w+)* import", source, re.MULTILINE)) - {"__future__", "typing"}
+    ros_packages = {name for name in imported if name not in ("numpy", "array", "threading", "time")}
+    assert ros_packages <= declared, ros_packages - declared
