@@ -186,14 +186,18 @@ def test_known_warp_is_recovered(ros_env, start_node, tmp_path, golden):
 
 
 def test_messages_on_the_wire_equal_rosbags_serialisation(ros_env, start_node, tmp_path, scene, generated_weights):
-    """What rclpy sends is byte for byte what the evaluation tool writes into bags for the same fields."""
+    """What rclpy sends is byte for byte what the evaluation tool writes into bags for the same fields;
+    with a subscriber on debug_image, the drawn matches come too."""
     from superglue_ros.bagio import typestore_with_package_messages
 
     start_node(mode="sequential", image_reliability="reliable", max_keypoints=256, match_threshold=0.0,
                **generated_weights)
     frames = [frame(tmp_path, "f0", scene["image0_u8"], 10, delay=0.5),
               frame(tmp_path, "f1", scene["image1_u8"], 20)]
-    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "reliability": "reliable"})
+    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "reliability": "reliable",
+                                         "watch_debug_image": True})
+    assert out["debug_images"][0] == {"encoding": "bgr8", "height": 480, "width": 2 * 640 + 10,
+                                      "bytes": 480 * (2 * 640 + 10) * 3}
     wire = bytes.fromhex(out["matches_cdr"][0])
     typestore = typestore_with_package_messages()
     decoded = typestore.deserialize_cdr(wire, "superglue_ros/msg/Matches")

@@ -64,13 +64,17 @@ def main(spec_path: str, out_path: str) -> None:
     spec = json.loads(open(spec_path).read())
     rclpy.init()
     node = rclpy.create_node("fake_camera")
-    received: dict[str, list] = {"matches": [], "matches_cdr": [], "homography": [], "diagnostics": []}
+    received: dict[str, list] = {"matches": [], "matches_cdr": [], "homography": [], "diagnostics": [],
+                                 "debug_images": []}
     ns = spec.get("namespace", "/superglue")
     node.create_subscription(Matches, f"{ns}/matches", lambda m: received["matches"].append(to_plain(m)), 10)
     node.create_subscription(Matches, f"{ns}/matches", lambda raw: received["matches_cdr"].append(raw.hex()), 10,
                              raw=True)
     node.create_subscription(Homography, f"{ns}/homography",
                              lambda m: received["homography"].append(to_plain(m)), 10)
+    if spec.get("watch_debug_image"):
+        node.create_subscription(Image, f"{ns}/debug_image", lambda m: received["debug_images"].append(
+            {"encoding": m.encoding, "height": m.height, "width": m.width, "bytes": len(m.data)}), 10)
     node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: received["diagnostics"].append(
         {kv.key: kv.value for kv in m.status[0].values} | {"_level": m.status[0].level[0],
                                                            "_message": m.status[0].message}), 10)
@@ -91,7 +95,9 @@ def main(spec_path: str, out_path: str) -> None:
         return condition()
 
     connected = spin_until(lambda: all(p.get_subscription_count() > 0 for p in publishers.values())
-                           and node.count_publishers(f"{ns}/matches") > 0, deadline)
+                           and node.count_publishers(f"{ns}/matches") > 0
+                           and (not spec.get("watch_debug_image") or node.count_publishers(f"{ns}/debug_image") > 0),
+                           deadline)
     results: dict[str, Any] = {"connected": connected, "set_parameters": []}
     if spec.get("set_parameters"):
         client = node.create_client(SetParameters, f"{spec['node']}/set_parameters")
@@ -105,8 +111,8 @@ def main(spec_path: str, out_path: str) -> None:
         publishers[frame["topic"]].publish(image_message(frame))
         spin_until(lambda: False, time.monotonic() + frame.get("delay", 0.0))
     expected = spec.get("expect_matches", 0)
-    spin_until(lambda: len(received["matches"]) >= expected and len(received["homography"]) >= expected,
-               deadline)
+    spin_until(lambda: len(received["matches"]) >= expected and len(received["homography"]) >= expected
+               and len(received["debug_images"]) >= (expected if spec.get("watch_debug_image") else 0), deadline)
     settle_until = time.monotonic() + spec.get("settle", 0.0)
     spin_until(lambda: False, settle_until)
     results.update(received)
