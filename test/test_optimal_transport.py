@@ -91,8 +91,9 @@ def test_clear_diagonal_is_matched_and_threshold_withholds_weak_matches():
 
 
 @settings(max_examples=40, deadline=None)
-@given(scores=score_matrices(), bin_score=finite, iterations=st.integers(4, 60))
-def test_scaling_iterations_equal_log_domain_iterations(scores, bin_score, iterations):
+@given(scores=score_matrices(), bin_score=finite, iterations=st.integers(4, 60),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_scaling_iterations_equal_log_domain_iterations(scores, bin_score, iterations, dtype):
     """The fast matrix-vector Sinkhorn runs the same iterations as the textbook log-domain one."""
     from superglue_ros.optimal_transport import (augment_with_dustbins, log_domain_sinkhorn, log_marginals,
                                                  scaling_sinkhorn)
@@ -100,7 +101,7 @@ def test_scaling_iterations_equal_log_domain_iterations(scores, bin_score, itera
     n, m = scores.shape
     couplings = augment_with_dustbins(scores[None], torch.tensor(bin_score))
     log_mu, log_nu, _ = log_marginals(torch.ones(1, n, dtype=torch.bool), torch.ones(1, m, dtype=torch.bool))
-    fast = scaling_sinkhorn(couplings, log_mu, log_nu, iterations)
+    fast = scaling_sinkhorn(couplings, log_mu, log_nu, iterations, dtype=dtype)
     slow = log_domain_sinkhorn(couplings.double(), log_mu.double(), log_nu.double(), iterations)
     torch.testing.assert_close(fast.double(), slow, rtol=0, atol=1e-4)
 
