@@ -157,6 +157,9 @@ class MatcherCore:
     def update(self, name: str, value: Any) -> None:
         """Apply a run-time parameter change; ValueError (old value kept) when it is not acceptable."""
         validate(name, value)
+        if name == "sinkhorn_iterations" and self.matcher.backend == "onnxruntime":
+            raise ValueError("sinkhorn_iterations is baked into the ONNX graph of backend 'onnxruntime'; "
+                             "restart the node to change it")
         if isinstance(self.params[name], float) and isinstance(value, int):
             value = float(value)
         self._apply_model_parameter(name, value)
@@ -230,6 +233,18 @@ class MatcherCore:
                 self.reference.key = self._key()
         elif name in SUPERGLUE_PARAMETERS:
             self.matcher.superglue.config[name] = value
+
+
+def matcher_from_parameters(values: dict[str, Any]) -> Matcher:
+    """The Matcher the node's (resolved) parameters describe; empty strings mean "not set"."""
+    resize = None
+    if values["resize_width"] > 0 and values["resize_height"] > 0:
+        resize = (values["resize_width"], values["resize_height"])
+    return Matcher(weights=values["weights"], weights_dir=values["weights_dir"] or None,
+                   superpoint_weights=values["superpoint_weights"] or None,
+                   superglue_weights=values["superglue_weights"] or None, device=values["device"],
+                   resize=resize, precision=values["precision"], backend=values["backend"],
+                   onnx_dir=values["onnx_dir"] or None)
 
 
 def debug_image(output: Output) -> np.ndarray:

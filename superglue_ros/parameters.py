@@ -57,6 +57,10 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("device", "cpu", "cpu, cuda or cuda:N", read_only=True),
     Parameter("precision", "fp32", "fp32 is exact; bf16 (CPU) or fp16 (CUDA) is faster",
               choices=("fp32", "bf16", "fp16"), read_only=True),
+    Parameter("backend", "torch", "torch, or onnxruntime (exported fp32 graphs; about 2x faster on CPU, "
+              "near-exact)", choices=("torch", "onnxruntime"), read_only=True),
+    Parameter("onnx_dir", "", "backend onnxruntime: folder for the exported graphs, reused across starts "
+              "(empty: export to a temporary folder at every start)", read_only=True),
     Parameter("resize_width", 0, "network input width in pixels, 0 keeps the camera's size (with "
               "resize_height)", 0, 16384, read_only=True),
     Parameter("resize_height", 0, "network input height in pixels, 0 keeps the camera's size", 0, 16384,

@@ -24,9 +24,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from .image_codec import COMPRESSED_IMAGE, RAW_IMAGE
-from .matcher import Matcher
 from .msg import Homography, Matches
-from .node_logic import Job, MatcherCore, Output, debug_image
+from .node_logic import Job, MatcherCore, Output, debug_image, matcher_from_parameters
 from .pairing import LatestSlot, StampedFrame
 from .parameters import PARAMETERS, Parameter, resolve
 from .weights import WeightsError
@@ -44,7 +43,7 @@ class MatcherNode(Node):
         for parameter in PARAMETERS:
             self.declare_parameter(parameter.name, parameter.default, descriptor(parameter))
         values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
-        self.core = MatcherCore.create(build_matcher(resolve(values)), values)
+        self.core = MatcherCore.create(matcher_from_parameters(resolve(values)), values)
         self.slot: LatestSlot[Job] = LatestSlot()
         self.model_lock = threading.Lock()
         self.accept_lock = threading.Lock()
@@ -139,16 +138,6 @@ def descriptor(parameter: Parameter) -> ParameterDescriptor:
         result.floating_point_range = [FloatingPointRange(from_value=float(parameter.minimum),
                                                           to_value=float(parameter.maximum), step=0.0)]
     return result
-
-
-def build_matcher(values: dict[str, Any]) -> Matcher:
-    resize = None
-    if values["resize_width"] > 0 and values["resize_height"] > 0:
-        resize = (values["resize_width"], values["resize_height"])
-    return Matcher(weights=values["weights"], weights_dir=values["weights_dir"] or None,
-                   superpoint_weights=values["superpoint_weights"] or None,
-                   superglue_weights=values["superglue_weights"] or None,
-                   device=values["device"], resize=resize, precision=values["precision"])
 
 
 def fill(msg: Any, fields: dict[str, Any]) -> Any:

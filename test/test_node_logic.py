@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from superglue_ros.matcher import Matcher
-from superglue_ros.node_logic import WARN, Job, MatcherCore, debug_image
+from superglue_ros.node_logic import WARN, Job, MatcherCore, debug_image, matcher_from_parameters
 from superglue_ros.pairing import ApproximateSync, LatestSlot, StampedFrame
 from superglue_ros.parameters import DEFAULTS, PARAMETERS, render_markdown, render_yaml, resolve, validate
 
@@ -173,3 +173,20 @@ def test_launch_file_declares_the_common_arguments():
     for name in ("mode", "weights", "device", "max_keypoints", "params_file", "image", "left_image", "right_image"):
         assert f'"{name}"' in text
     assert '"config", "matcher.yaml"' in text
+
+
+def test_onnxruntime_backend_from_parameters(weight_files, scene, tmp_path):
+    """The node's backend parameter: exported graphs are reused from onnx_dir, and the Sinkhorn
+    iteration count baked into them cannot be changed at run time."""
+    values = resolve({"backend": "onnxruntime", "onnx_dir": str(tmp_path), "max_keypoints": 64,
+                      "superpoint_weights": str(weight_files["superpoint"]),
+                      "superglue_weights": str(weight_files["superglue"])})
+    core = MatcherCore.create(matcher_from_parameters(values), values)
+    assert core.matcher.backend == "onnxruntime" and sorted(p.name for p in tmp_path.glob("*.onnx")) == [
+        "superglue.onnx", "superpoint.onnx"]
+    with pytest.raises(ValueError, match="baked into the ONNX graph"):
+        core.update("sinkhorn_iterations", 20)
+    core.update("match_threshold", 0.0)
+    core.run(core.accept(0, stamped(0, FakeImageMessage.of(scene)), RAW))
+    output, problem = core.run(core.accept(0, stamped(1, FakeImageMessage.of(np.roll(scene, 8, axis=1))), RAW))
+    assert problem == "" and output.matches["model"] == "superpoint+superglue"

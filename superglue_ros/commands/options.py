@@ -39,6 +39,8 @@ def add_matcher_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
                        help="run the networks in torch, or export them to ONNX and run them in onnxruntime "
                             "(fp32 only; default: %(default)s)")
+    group.add_argument("--onnx-dir", help="with --backend onnxruntime: folder for the exported graphs, reused "
+                                          "when they match (default: a temporary folder, re-exported each run)")
 
 
 def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -60,6 +62,7 @@ def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             ("sinkhorn_tolerance", args.sinkhorn_tolerance)) if value is not None},
         "precision": args.precision,
         "backend": args.backend,
+        "onnx_dir": args.onnx_dir,
     }
 
 
