@@ -17,6 +17,7 @@ ARGUMENTS = {
     "weights": ("auto", "auto, indoor, outdoor or sift_open"),
     "weights_dir": ("", "folder with the weight files"),
     "device": ("cpu", "cpu, cuda or cuda:N"),
+    "backend": ("torch", "torch or onnxruntime"),
     "max_keypoints": ("1024", "SuperPoint keypoint budget per image"),
     "input_type": ("raw", "raw (sensor_msgs/Image) or compressed"),
 }
