@@ -23,10 +23,10 @@ import torch
 
 from .geometry import estimate_homography
 from .matcher import Matcher, PairMatch
+from .preprocess import image_files
 from .synthetic import sample_homography, warp_image
 
 STAGES = ("preprocess", "superpoint", "superglue_gnn", "sinkhorn", "geometry")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff")
 # Public reference implementation on the 2-core CPU these figures were taken on
 # (640x480, 1024 keypoints, 100 Sinkhorn iterations): seconds per pair, end to end.
 REFERENCE_SECONDS_PER_PAIR = 2.0
@@ -96,9 +96,7 @@ def load_frames(folder: str | os.PathLike | None, count: int, size: tuple[int, i
     """``count`` grey frames of size (W, H): the folder's images in name order, else a synthetic sequence."""
     width, height = size
     if folder is not None:
-        paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+        paths = image_files(folder)
         frames = []
         for path in (paths * (count // len(paths) + 1))[:count]:
             image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)

@@ -91,5 +91,5 @@ def degeneracy(h: np.ndarray) -> str:
 def project(h: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a 3x3 homography to (K, 2) points."""
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    projected = np.concatenate([points, np.ones((len(points), 1))], axis=1) @ h.T
+    projected = np.concatenate([points, np.ones((len(points), 1))], axis=1) @ np.asarray(h, dtype=np.float64).T
     return projected[:, :2] / projected[:, 2:3]

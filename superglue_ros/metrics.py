@@ -1,6 +1,7 @@
 """Evaluation metrics in plain numpy, defined as in the SuperGlue paper's experiments.
 
-Kept free of torch, OpenCV and ROS so that every number in a report can be
+Kept free of torch and ROS (plain numpy, plus the homography projection of
+:mod:`superglue_ros.geometry`) so that every number in a report can be
 re-derived by hand from the per-pair records in ``metrics.json``.
 Conventions: keypoints are (x, y) pixels with (0, 0) the centre of the
 top-left pixel; ``matches0[i] = j`` means keypoint i of image 0 matches
@@ -13,6 +14,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from .geometry import project
 
 HOMOGRAPHY_AUC_THRESHOLDS = (1.0, 3.0, 5.0, 10.0)  # mean corner error [px]
 POSE_AUC_THRESHOLDS = (5.0, 10.0, 20.0)  # max(rotation, translation-direction) error [deg]
@@ -45,12 +48,6 @@ def image_corners(height: int, width: int) -> np.ndarray:
     return np.array([[0.0, 0.0], [width - 1.0, 0.0], [width - 1.0, height - 1.0], [0.0, height - 1.0]])
 
 
-def apply_homography(h: np.ndarray, points: np.ndarray) -> np.ndarray:
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    projected = np.concatenate([points, np.ones((len(points), 1))], axis=1) @ np.asarray(h, dtype=np.float64).T
-    return projected[:, :2] / projected[:, 2:3]
-
-
 def mean_corner_error(h_estimate: np.ndarray | None, h_true: np.ndarray, height: int, width: int) -> float:
     """Mean distance [px] between the image-0 corners mapped by the estimate and by the truth.
 
@@ -61,7 +58,7 @@ def mean_corner_error(h_estimate: np.ndarray | None, h_true: np.ndarray, height:
         return math.inf
     corners = image_corners(height, width)
     with np.errstate(divide="ignore", invalid="ignore"):
-        distances = np.linalg.norm(apply_homography(h_estimate, corners) - apply_homography(h_true, corners), axis=1)
+        distances = np.linalg.norm(project(h_estimate, corners) - project(h_true, corners), axis=1)
     error = float(distances.mean())
     return error if math.isfinite(error) else math.inf
 

@@ -6,6 +6,9 @@ from ROS frames and from image files agree.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -64,3 +67,14 @@ def resize_gray(gray: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
     if gray.shape == tuple(shape_hw):
         return gray
     return cv2.resize(gray, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_LINEAR)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files of a folder in name order (frame order for sequences); an error when there are none."""
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return paths

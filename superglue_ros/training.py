@@ -25,14 +25,15 @@ import torch
 
 from .features import Features
 from .geometry import estimate_homography
+from .metrics import mean_corner_error
 from .open_model import build_extractor, save_open_model
 from .optimal_transport import extract_matches
+from .preprocess import image_files
 from .sift import SIFT
 from .superglue import SuperGlue
 from .superpoint import SuperPoint
-from .synthetic import ground_truth_matches, photometric_noise, project_points, sample_homography, warp_image
+from .synthetic import ground_truth_matches, photometric_noise, sample_homography, warp_image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
 CHECKPOINT_FORMAT = 1
 PREFERRED_TRIES, MAX_TRIES = 10, 100  # random views drawn per pair (see sample_pair)
 VALIDATION_EVERY_NTH = 10  # one image in ten (by a hash of its name) validates instead of training
@@ -111,13 +112,6 @@ def features_config(name: str, num_keypoints: int) -> dict[str, Any]:
     if name == "superpoint":
         return {"name": "superpoint", "max_keypoints": num_keypoints}
     raise ValueError(f"features must be 'sift' or 'superpoint', got {name!r}")
-
-
-def image_files(folder: str | Path) -> list[Path]:
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return paths
 
 
 def load_gray(path: Path, max_side: int) -> np.ndarray:
@@ -363,13 +357,6 @@ def superglue_pairs(model: SuperGlue) -> Callable[[Features, Features], np.ndarr
     return match
 
 
-def corner_error(h_est: np.ndarray, h_true: np.ndarray, height: int, width: int) -> float:
-    """Mean distance between the image corners mapped by the estimate and by the truth."""
-    corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=np.float64)
-    error = np.linalg.norm(project_points(h_est, corners) - project_points(h_true, corners), axis=1).mean()
-    return float(error) if np.isfinite(error) else float("inf")
-
-
 def error_auc(errors: Sequence[float], threshold: float) -> float:
     """Area under the cumulative error curve up to ``threshold``, normalised to [0, 1]."""
     errors = np.sort(np.asarray(errors, dtype=np.float64))
@@ -408,7 +395,7 @@ def homography_benchmark(images: Sequence[np.ndarray], extractor: SIFT | SuperPo
                 s["positives"] += int((gt0 >= 0).sum())
                 estimate = estimate_homography(pair.features0.keypoints.numpy()[pairs[:, 0]],
                                                pair.features1.keypoints.numpy()[pairs[:, 1]], "ransac", 3.0)
-                s["errors"].append(corner_error(estimate.h, pair.h, *image.shape) if estimate.valid else float("inf"))
+                s["errors"].append(mean_corner_error(estimate.h if estimate.valid else None, pair.h, *image.shape))
     return {name: {"auc@3px": error_auc(s["errors"], 3.0), "auc@5px": error_auc(s["errors"], 5.0),
                    "auc@10px": error_auc(s["errors"], 10.0), "precision": s["correct"] / max(s["labelled"], 1),
                    "precision_all": s["correct"] / max(s["predicted"], 1),

@@ -12,12 +12,13 @@ import torch
 
 from superglue_ros.cli import main
 from superglue_ros.features import Features
+from superglue_ros.metrics import mean_corner_error
 from superglue_ros.open_model import BUNDLED, load_open_model, save_open_model
 from superglue_ros.sift import SIFT
 from superglue_ros.superglue import SuperGlue
 from superglue_ros.synthetic import sample_homography
 from superglue_ros.training import (
-    TrainConfig, checkpoint_path, collate, corner_error, error_auc, features_config, homography_benchmark,
+    TrainConfig, checkpoint_path, collate, error_auc, features_config, homography_benchmark,
     make_pair, nearest_neighbour_ratio, nll_loss, sample_pair, superglue_config, superglue_pairs, train, training_batch,
     training_step)
 
@@ -149,15 +150,17 @@ def test_nearest_neighbour_ratio() -> None:
 
 
 def test_error_auc_and_corner_error() -> None:
+    """The benchmark's AUC, and the evaluation's corner error it scores with."""
     assert error_auc([0.0, 0.0], 3.0) == pytest.approx(1.0)
     assert error_auc([float("inf")] * 3, 3.0) == 0.0
     # curve (0, 0) -> (1.5, 0.5) linearly, then flat at 0.5 up to 3 px: (0.375 + 0.75) / 3
     assert error_auc([1.5, float("inf")], 3.0) == pytest.approx(0.375)
     h = sample_homography(np.random.default_rng(0), 100, 200)
-    assert corner_error(h, h, 100, 200) == 0.0
+    assert mean_corner_error(h, h, 100, 200) == 0.0
     shifted = h @ np.array([[1.0, 0, 2.0], [0, 1.0, 0], [0, 0, 1.0]])
-    assert corner_error(np.array([[1.0, 0, 2.0], [0, 1.0, 0], [0, 0, 1.0]]), np.eye(3), 100, 200) == pytest.approx(2.0)
-    assert corner_error(shifted, h, 100, 200) > 0
+    assert mean_corner_error(np.array([[1.0, 0, 2.0], [0, 1.0, 0], [0, 0, 1.0]]), np.eye(3), 100, 200) == \
+        pytest.approx(2.0)
+    assert mean_corner_error(shifted, h, 100, 200) > 0
 
 
 def test_benchmark_scores_a_perfect_and_a_useless_matcher() -> None:
