@@ -89,15 +89,15 @@ def scaling_sinkhorn(couplings: torch.Tensor, log_mu: torch.Tensor, log_nu: torc
     mu, nu = log_mu.to(dtype).exp(), log_nu.to(dtype).exp()
     a = torch.ones_like(mu)
     b = torch.ones_like(nu)
-    for i in range(iterations - FINAL_LOG_DOMAIN_ITERATIONS):
+    final = min(FINAL_LOG_DOMAIN_ITERATIONS, iterations)
+    for i in range(iterations - final):
         a = mu / torch.bmm(kernel, b[..., None])[..., 0]
         b = nu / torch.bmm(a[:, None, :], kernel)[:, 0]
         if tolerance > 0 and (i + 1) % TOLERANCE_CHECK_EVERY == 0 and i + 1 < iterations:
             row_error = (a * torch.bmm(kernel, b[..., None])[..., 0] - mu).abs().amax()
             if float(row_error) < tolerance:
                 break
-    return log_domain_sinkhorn(couplings, log_mu, log_nu, FINAL_LOG_DOMAIN_ITERATIONS,
-                               b.log().to(couplings.dtype))
+    return log_domain_sinkhorn(couplings, log_mu, log_nu, final, b.log().to(couplings.dtype))
 
 
 def log_domain_sinkhorn(couplings: torch.Tensor, log_mu: torch.Tensor, log_nu: torch.Tensor,

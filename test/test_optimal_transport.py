@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -121,3 +122,15 @@ def test_tolerance_stops_early_but_stays_close():
     early = log_optimal_transport(scores, torch.tensor(0.5), 100, tolerance=1e-3)
     assert (full - early).abs().max() < 1e-2
     assert torch.equal(extract_matches(full, 0.2)[0], extract_matches(early, 0.2)[0])
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 2, 3, 7])
+def test_fast_sinkhorn_runs_exactly_the_requested_iterations(iterations):
+    """Fewer iterations than the float32 finish must not silently become more."""
+    from superglue_ros.optimal_transport import augment_with_dustbins, log_domain_sinkhorn, log_marginals, sinkhorn
+
+    torch.manual_seed(0)
+    couplings = augment_with_dustbins(torch.randn(1, 5, 4), torch.tensor(1.0))
+    log_mu, log_nu, _ = log_marginals(torch.ones(1, 5, dtype=torch.bool), torch.ones(1, 4, dtype=torch.bool))
+    torch.testing.assert_close(sinkhorn(couplings, log_mu, log_nu, iterations),
+                               log_domain_sinkhorn(couplings, log_mu, log_nu, iterations), rtol=0, atol=1e-5)
