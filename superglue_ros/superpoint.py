@@ -69,6 +69,23 @@ def max_pool_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
     return torch.where(is_max, scores, zeros)
 
 
+def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """2x2/stride-2 max-pool of (B, C, H, W), odd edges dropped like ``max_pool2d``.
+
+    Two strided elementwise maxima give the same values as ``F.max_pool2d``
+    (max is exact) in a third of its time on NCHW tensors, which matters at
+    full resolution. ReLU is monotone, so the encoder pools before its ReLU
+    and rectifies a quarter of the values. ONNX export keeps the MaxPool
+    operator, which runtimes implement well.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return F.max_pool2d(x, kernel_size=2, stride=2)
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :h, :w]
+    columns = torch.maximum(x[..., 0::2], x[..., 1::2])
+    return torch.maximum(columns[..., 0::2, :], columns[..., 1::2, :])
+
+
 def sample_descriptors(keypoints: torch.Tensor, dense: torch.Tensor, cell: int = CELL) -> torch.Tensor:
     """Bilinearly sample a (1, D, h, w) descriptor map at (N, 2) pixel keypoints -> (N, D).
 
@@ -131,12 +148,11 @@ class SuperPoint(nn.Module):
         """(B, 1, H, W) in [0, 1] -> detector logits (B, 65, H/8, W/8), unit-norm dense descriptors."""
         x = images
         for stage in "1234":
-            x = F.relu(getattr(self, f"conv{stage}a")(x))
-            x = F.relu(getattr(self, f"conv{stage}b")(x))
-            if stage != "4":
-                x = F.max_pool2d(x, kernel_size=2, stride=2)
-        logits = self.convPb(F.relu(self.convPa(x)))
-        dense = F.normalize(self.convDb(F.relu(self.convDa(x))), p=2, dim=1)
+            x = F.relu_(getattr(self, f"conv{stage}a")(x))
+            x = getattr(self, f"conv{stage}b")(x)
+            x = F.relu_(x if stage == "4" else max_pool_2x2(x))
+        logits = self.convPb(F.relu_(self.convPa(x)))
+        dense = F.normalize(self.convDb(F.relu_(self.convDa(x))), p=2, dim=1)
         return logits, dense
 
     @staticmethod

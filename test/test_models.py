@@ -147,3 +147,72 @@ def test_match_rejects_mismatched_inputs(superglue):
 def test_superpoint_rejects_bad_image_shapes(superpoint):
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         superpoint.extract(torch.zeros((2, 3, 16, 16)))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 7, 9), (2, 2, 8, 6), (1, 1, 3, 5)])
+def test_strided_max_pool_equals_max_pool2d(shape):
+    from superglue_ros.superpoint import max_pool_2x2
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(max_pool_2x2(x), torch.nn.functional.max_pool2d(x, kernel_size=2, stride=2))
+
+
+def official_gnn(gnn, desc0: torch.Tensor, desc1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's channel-first formulation, written out: separate Q/K/V and merge
+    projections, dim-major heads (view(B, D/h, h, N)), and the MLP as stored. The MLP sees
+    both images in one call, so training-mode BatchNorm takes statistics over both, as
+    this package trains."""
+    def message(layer, x, source):
+        b, dim, _ = x.shape
+        heads = layer.attn.num_heads
+        q, k, v = (conv(t).view(b, dim // heads, heads, -1)
+                   for conv, t in zip(layer.attn.proj, (x, source, source)))
+        prob = torch.softmax(torch.einsum("bdhn,bdhm->bhnm", q, k) / (dim // heads) ** 0.5, dim=-1)
+        return layer.attn.merge(torch.einsum("bhnm,bdhm->bdhn", prob, v).reshape(b, dim, -1))
+
+    x0, x1 = desc0.transpose(1, 2), desc1.transpose(1, 2)
+    for layer, kind in zip(gnn.layers, gnn.kinds):
+        src0, src1 = (x1, x0) if kind == "cross" else (x0, x1)
+        inputs = [torch.cat([x, message(layer, x, src)], dim=1) for x, src in ((x0, src0), (x1, src1))]
+        delta0, delta1 = layer.mlp(torch.cat(inputs, dim=2)).split([x0.shape[2], x1.shape[2]], dim=2)
+        x0, x1 = x0 + delta0, x1 + delta1
+    return x0.transpose(1, 2), x1.transpose(1, 2)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_gnn_equals_the_official_formulation(training):
+    """Folded merge/BatchNorm and head-major views compute the official layer, with and
+    without gradients (the no-gradient path caches its derived weights)."""
+    from superglue_ros.superglue import AttentionalGNN
+
+    torch.manual_seed(0)
+    gnn = AttentionalGNN(64, ["self", "cross"], num_heads=4)
+    for layer in gnn.layers:
+        bn = layer.mlp[1]
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 1.5)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    gnn.train(training)
+    desc0, desc1 = torch.randn(2, 30, 64), torch.randn(2, 20, 64)
+    expected = official_gnn(gnn, desc0, desc1)
+    got = gnn(desc0, desc1)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+    if not training:
+        with torch.inference_mode():
+            for e, g in zip(expected, gnn(desc0, desc1)):
+                torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_cached_layer_weights_follow_new_weights():
+    """Loading other weights into a model that already matched must give the new model's result."""
+    f0, f1 = random_features(40, seed=3), random_features(35, seed=4)
+    model = SuperGlue(sinkhorn_iterations=10).eval()
+    model.load_state_dict(rule_weights(model))
+    before = model.match(f0, f1).log_assignment
+    other = SuperGlue(sinkhorn_iterations=10).eval()
+    model.load_state_dict(other.state_dict())
+    after = model.match(f0, f1).log_assignment
+    assert not torch.allclose(before, after)
+    assert torch.equal(after, other.match(f0, f1).log_assignment)
