@@ -150,3 +150,14 @@ def test_freiburg_pair_with_rule_weights(freiburg, threshold):
     np.testing.assert_array_equal(result.matches1.numpy(), freiburg[f"matches1_thr{threshold}"])
     assert max_err(result.matching_scores0, freiburg[f"matching_scores0_thr{threshold}"]) <= 1e-5
     assert max_err(result.matching_scores1, freiburg[f"matching_scores1_thr{threshold}"]) <= 1e-5
+
+
+def test_bf16_fast_mode_agrees_with_the_reference(superglue, reference):
+    """Fast mode's promise (issue #5): at least 95% of the reference's matches survive bf16."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = superglue.match(stored_features(reference, 0), stored_features(reference, 1))
+    expected = reference["matches0"]
+    matched = expected >= 0
+    same = (result.matches0.numpy() == expected)[matched].mean()
+    assert same >= 0.95, f"only {same:.1%} of the reference matches kept in bf16"
+    assert abs(result.num_matches - int(matched.sum())) <= 0.05 * matched.sum()
