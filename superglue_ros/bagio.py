@@ -130,11 +130,15 @@ class Bag:
 
 
 @contextmanager
-def open_bag(path: str | Path) -> Iterator[Bag]:
-    """Open a rosbag2 folder (or its .db3/.mcap file) or a ROS 1 .bag, as a :class:`Bag`."""
+def open_bag(path: str | Path) -> Iterator[Bag | ImageFolder]:
+    """Open a rosbag2 folder (or its .db3/.mcap file) or a ROS 1 .bag, as a :class:`Bag`;
+    a folder of images (no metadata.yaml) as an :class:`ImageFolder`."""
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
+    if is_image_folder(path):
+        yield ImageFolder(Path(path))
+        return
     bag_path = _bag_root(Path(path))
     try:
         reader = AnyReader([bag_path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
@@ -149,6 +153,68 @@ def open_bag(path: str | Path) -> Iterator[Bag]:
         reader.close()
 
 
+IMAGE_FOLDER_TOPIC = "images"
+IMAGE_FILE = "image file"
+
+
+def is_image_folder(path: str | Path) -> bool:
+    """A folder of image files rather than a rosbag2 recording (which has metadata.yaml)."""
+    from .preprocess import IMAGE_SUFFIXES
+
+    path = Path(path)
+    return (path.is_dir() and not (path / "metadata.yaml").is_file()
+            and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()))
+
+
+class ImageFolder:
+    """A folder of images read like a bag with one image topic, ``images``, in file-name order.
+
+    Lets the evaluation (above all its synthetic homography benchmark) run
+    on plain photographs. Frame i is stamped i seconds; there are no other
+    topics, so ground-truth poses and stereo pairing are unavailable.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from .preprocess import image_files
+
+        self.path = path
+        self.files = image_files(path)
+
+    def topics(self) -> dict[str, str]:
+        return {IMAGE_FOLDER_TOPIC: IMAGE_FILE}
+
+    def image_topics(self) -> dict[str, str]:
+        return self.topics()
+
+    def count(self, topic: str) -> int:
+        return len(self.files) if topic == IMAGE_FOLDER_TOPIC else 0
+
+    def check_image_topic(self, topic: str) -> str:
+        if topic != IMAGE_FOLDER_TOPIC:
+            raise BagError(f"topic {topic} is not in {self.path}: a folder of images has only {IMAGE_FOLDER_TOPIC}")
+        return IMAGE_FILE
+
+    def raw_frames(self, topics: list[str]) -> Iterator[RawFrame]:
+        if IMAGE_FOLDER_TOPIC in topics:
+            for index, path in enumerate(self.files):
+                yield RawFrame(index, IMAGE_FOLDER_TOPIC, IMAGE_FILE, index * 1_000_000_000, str(path).encode())
+
+    def decode(self, raw: RawFrame) -> ImageFrame:
+        import cv2
+
+        path = raw.data.decode()
+        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if image is None or image.size == 0:
+            raise BagError(f"cannot decode image file {path}")
+        return ImageFrame(raw.index, raw.topic, raw.log_time, Stamp(raw.index, 0, ""), image)
+
+    def deserialize(self, data: bytes, msgtype: str) -> Any:
+        raise BagError(f"{self.path} is a folder of images: it has no {msgtype} messages")
+
+    def messages(self, topic: str) -> Iterator[tuple[int, Any]]:
+        raise BagError(f"{self.path} is a folder of images: it has no topic {topic}")
+
+
 def _bag_root(path: Path) -> Path:
     """rosbag2 is a folder with metadata.yaml; users often point at the storage file inside it."""
     if path.suffix in (".db3", ".mcap") and (path.parent / "metadata.yaml").is_file():
@@ -156,7 +222,8 @@ def _bag_root(path: Path) -> Path:
     if not path.exists():
         raise BagError(f"cannot read bag {path}: no such file or folder")
     if path.is_dir() and not (path / "metadata.yaml").is_file():
-        raise BagError(f"cannot read bag {path}: folder has no metadata.yaml (not a rosbag2 recording)")
+        raise BagError(f"cannot read bag {path}: folder has no metadata.yaml (not a rosbag2 recording) "
+                       "and no images")
     if path.is_file() and path.suffix != ".bag":
         raise BagError(f"cannot read bag {path}: expected a rosbag2 folder or a ROS 1 .bag file")
     return path

@@ -42,6 +42,8 @@ SCORE_BINS = 20
 POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped",
               "nav_msgs/msg/Odometry", "geometry_msgs/msg/TransformStamped", "tf2_msgs/msg/TFMessage")
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+# Descriptor-matching baselines of the synthetic benchmark: name -> Lowe ratio (None: plain mutual NN).
+BASELINES: dict[str, float | None] = {"mnn": None, "mnn_ratio": 0.8}
 
 
 class EvalError(Exception):
@@ -60,6 +62,7 @@ class EvalConfig:
     max_pairs: int | None = None
     synthetic: bool = False
     strength: float = 1.0
+    warps: int = 1
     seed: int = 0
     photometric: bool = True
     ransac_threshold: float = 3.0
@@ -87,6 +90,10 @@ class EvalConfig:
             raise EvalError("--synthetic-homography warps single frames; use it with --mode sequential")
         if self.gt_topic and (self.mode != "sequential" or self.synthetic):
             raise EvalError("--gt-topic scores sequential pairs of one camera; not with stereo or synthetic mode")
+        if self.warps < 1:
+            raise EvalError(f"--warps must be >= 1, got {self.warps}")
+        if self.warps > 1 and not self.synthetic:
+            raise EvalError("--warps is the number of random warps per frame in --synthetic-homography mode")
         if self.strength < 0:
             raise EvalError(f"--strength must be >= 0, got {self.strength}")
 
@@ -129,7 +136,7 @@ class Outcome:
 def expected_pairs(frame_count: int, config: EvalConfig) -> int:
     """How many pairs the configuration yields from ``frame_count`` frames of the first topic."""
     used = math.ceil(frame_count / config.stride)
-    count = used if config.synthetic or config.mode == "stereo" else max(used - 1, 0)
+    count = used * config.warps if config.synthetic or config.mode == "stereo" else max(used - 1, 0)
     return count if config.max_pairs is None else min(count, config.max_pairs)
 
 
@@ -165,7 +172,11 @@ def sequential_pairs(bag: Bag, config: EvalConfig) -> Iterator[Pair]:
 
 
 def synthetic_pairs(bag: Bag, config: EvalConfig) -> Iterator[Pair]:
-    """Every ``stride``-th frame (as 8-bit gray) against its own random warp, seeded per frame index."""
+    """Every ``stride``-th frame (as 8-bit gray) against ``warps`` random warps of itself.
+
+    Warp k of frame i is seeded by (seed, i, k), with k left out for the
+    first warp so that one-warp runs keep their pairs.
+    """
     from .synthetic import sample_homography, warp_image
 
     decode = _Decoder(bag)
@@ -174,12 +185,13 @@ def synthetic_pairs(bag: Bag, config: EvalConfig) -> Iterator[Pair]:
             continue
         frame = decode(raw)
         gray = np.rint(to_gray_float(frame.image) * 255.0).astype(np.uint8)
-        rng = np.random.default_rng([config.seed, raw.index])
-        h = sample_homography(rng, gray.shape[0], gray.shape[1], config.strength)
-        warped = warp_image(gray, h, rng, photometric=config.photometric)
         reference = ImageFrame(frame.index, frame.topic, frame.log_time, frame.stamp, gray)
-        current = ImageFrame(frame.index, f"{frame.topic} (warped)", frame.log_time, frame.stamp, warped)
-        yield Pair(reference, current, decode.take(), h)
+        for k in range(config.warps):
+            rng = np.random.default_rng([config.seed, raw.index, *([k] if k else [])])
+            h = sample_homography(rng, gray.shape[0], gray.shape[1], config.strength)
+            warped = warp_image(gray, h, rng, photometric=config.photometric)
+            current = ImageFrame(frame.index, f"{frame.topic} (warped)", frame.log_time, frame.stamp, warped)
+            yield Pair(reference, current, decode.take(), h)
 
 
 def stereo_pairs(bag: Bag, config: EvalConfig) -> Iterator[Pair]:
@@ -239,7 +251,8 @@ def match_frames(matcher: Matcher, pair: Pair, synthetic: bool) -> PairMatch:
 
 
 def score_synthetic(pair_match: PairMatch, h_true: np.ndarray, threshold: float) -> dict[str, dict[str, float]]:
-    """SuperGlue and the mutual-nearest-neighbour baseline scored on the same keypoints and truth."""
+    """SuperGlue and the descriptor baselines (mutual nearest neighbours, alone and with Lowe's
+    ratio test) scored on the same keypoints and truth."""
     from .synthetic import ground_truth_matches
 
     kpts0 = pair_match.features0.keypoints.cpu().numpy()
@@ -248,9 +261,11 @@ def score_synthetic(pair_match: PairMatch, h_true: np.ndarray, threshold: float)
     height, width = pair_match.features0.image_size
     candidates = {
         "superglue": pair_match.result.matches0.reshape(-1).cpu().numpy().astype(np.int64),
-        "mnn": metrics.mutual_nearest_neighbours(pair_match.features0.descriptors.cpu().numpy(),
-                                                 pair_match.features1.descriptors.cpu().numpy()),
     }
+    descriptors = (pair_match.features0.descriptors.float().cpu().numpy(),
+                   pair_match.features1.descriptors.float().cpu().numpy())
+    for name, ratio in BASELINES.items():
+        candidates[name] = metrics.mutual_nearest_neighbours(*descriptors, ratio=ratio)
     scores = {}
     for name, matches0 in candidates.items():
         precision, recall = metrics.precision_recall(matches0, gt0)
@@ -459,14 +474,10 @@ def summarise(records: list[dict[str, Any]], score_counts: np.ndarray) -> dict[s
     out["timing_ms"]["total"] = metrics.summary([1e3 * sum(r["timings_s"].values()) for r in records])
     synthetic = [r["synthetic"] for r in records if "synthetic" in r]
     if synthetic:
-        out["synthetic_homography"] = {name: _summarise_method([s[name] for s in synthetic])
-                                       for name in ("superglue", "mnn")}
-        out["synthetic_homography"]["gain"] = {
-            key: _difference(out["synthetic_homography"]["superglue"][key], out["synthetic_homography"]["mnn"][key])
-            for key in ("precision", "recall")} | {
-            f"auc@{t:g}px": _difference(out["synthetic_homography"]["superglue"]["auc"][f"{t:g}px"],
-                                        out["synthetic_homography"]["mnn"]["auc"][f"{t:g}px"])
-            for t in metrics.HOMOGRAPHY_AUC_THRESHOLDS}
+        methods = {name: _summarise_method([s[name] for s in synthetic]) for name in ("superglue", *BASELINES)}
+        out["synthetic_homography"] = methods | {
+            "gain": _gain(methods["superglue"], methods["mnn"]),
+            "gain_vs_ratio_test": _gain(methods["superglue"], methods["mnn_ratio"])}
     poses = [r["pose"] for r in records if r.get("pose") is not None]
     if any("pose" in r for r in records):
         errors = [p["error"] for p in poses]
@@ -488,6 +499,13 @@ def _summarise_method(scores: list[dict[str, float]]) -> dict[str, Any]:
         "corner_error_px": metrics.summary(errors),
         "auc": {f"{t:g}px": v for t, v in metrics.error_auc(errors, metrics.HOMOGRAPHY_AUC_THRESHOLDS).items()},
     }
+
+
+def _gain(method: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
+    """Method minus baseline in precision, recall and each homography AUC."""
+    return {key: _difference(method[key], baseline[key]) for key in ("precision", "recall")} | {
+        f"auc@{t:g}px": _difference(method["auc"][f"{t:g}px"], baseline["auc"][f"{t:g}px"])
+        for t in metrics.HOMOGRAPHY_AUC_THRESHOLDS}
 
 
 def _nanmean(values: list[float]) -> float:

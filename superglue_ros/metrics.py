@@ -67,9 +67,10 @@ def error_auc(errors: Sequence[float], thresholds: Sequence[float]) -> dict[floa
     """Area under the recall-vs-error curve up to each threshold, divided by the threshold.
 
     Recall at error e is the fraction of pairs with error <= e; the curve is
-    piecewise linear between the sorted errors, starting at (0, 0), as the
-    paper's ``pose_auc``. Infinite/NaN errors (failures) lower the recall but
-    never reach a threshold. 1.0 means every pair had zero error.
+    piecewise linear between the sorted errors, starting at (0, 0), and is cut
+    at each threshold exactly as the paper's ``pose_auc`` does (an error equal
+    to the threshold does not reach it). Infinite/NaN errors (failures) lower
+    the recall but never reach a threshold. 1.0 means every pair had zero error.
     """
     values = np.asarray(errors, dtype=np.float64).reshape(-1)
     if values.size == 0:
@@ -79,7 +80,7 @@ def error_auc(errors: Sequence[float], thresholds: Sequence[float]) -> dict[floa
     recall = np.arange(len(ordered)) / values.size
     aucs = {}
     for threshold in thresholds:
-        last = int(np.searchsorted(ordered, threshold, side="right"))
+        last = int(np.searchsorted(ordered, threshold))
         x = np.concatenate([ordered[:last], [threshold]])
         y = np.concatenate([recall[:last], [recall[last - 1]]])
         aucs[float(threshold)] = float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0) / threshold)
@@ -160,16 +161,32 @@ def histogram(values: Sequence[float], bins: int = 20, value_range: tuple[float,
     return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
 
 
-def mutual_nearest_neighbours(descriptors0: np.ndarray, descriptors1: np.ndarray) -> np.ndarray:
-    """The plain descriptor-matching baseline: i<->j when each is the other's most similar.
+def mutual_nearest_neighbours(descriptors0: np.ndarray, descriptors1: np.ndarray,
+                              ratio: float | None = None) -> np.ndarray:
+    """The descriptor-matching baselines: i<->j when each is the other's most similar and,
+    with ``ratio``, Lowe's ratio test passes both ways (nearest distance below ``ratio``
+    times the second nearest; SIFT's classic filter, 0.8 in Lowe's paper).
 
     Returns matches0 ((N0,) int, -1 unmatched). Descriptors are (N, D) rows,
-    L2-normalised as SuperPoint outputs them, so dot products rank like distances.
+    L2-normalised as SuperPoint and RootSIFT output them, so dot products rank
+    like distances and give them: |a - b|^2 = 2 - 2 a.b. The ratio test needs
+    a second neighbour on both sides, so it matches nothing with fewer than two.
     """
     n0, n1 = len(descriptors0), len(descriptors1)
     matches0 = np.full(n0, -1, dtype=np.int64)
-    if n0 == 0 or n1 == 0:
+    if n0 == 0 or n1 == 0 or (ratio is not None and min(n0, n1) < 2):
         return matches0
+    similarity = np.asarray(descriptors0, dtype=np.float64) @ np.asarray(descriptors1, dtype=np.float64).T
+    best1 = similarity.argmax(axis=1)
+    best0 = similarity.argmax(axis=0)
+    keep = best0[best1] == np.arange(n0)
+    if ratio is not None:
+        distance = np.sqrt(np.maximum(2.0 - 2.0 * similarity, 0.0))
+        rows = np.partition(distance, 1, axis=1)[:, :2]  # nearest, second nearest
+        columns = np.partition(distance, 1, axis=0)[:2]
+        keep &= (rows[:, 0] < ratio * rows[:, 1]) & (columns[0, best1] < ratio * columns[1, best1])
+    matches0[keep] = best1[keep]
+    return matches0
     similarity = np.asarray(descriptors0, dtype=np.float64) @ np.asarray(descriptors1, dtype=np.float64).T
     best1 = similarity.argmax(axis=1)
     best0 = similarity.argmax(axis=0)

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import metrics
 
+METHODS = ("superglue", "mnn", "mnn_ratio")  # synthetic benchmark rows; older metrics.json lack mnn_ratio
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f0f0f0}.partial{background:#fdd;border:2px solid #c00;padding:.5em 1em;font-weight:bold}
@@ -175,11 +176,12 @@ def _source_paragraph(document: dict[str, Any]) -> str:
 def _synthetic_section(synthetic: dict[str, Any], records: list[dict[str, Any]]) -> str:
     thresholds = [f"{t:g}px" for t in metrics.HOMOGRAPHY_AUC_THRESHOLDS]
     rows = [[name, synthetic[name]["precision"], synthetic[name]["recall"], synthetic[name]["matches"]["median"]]
-            + [synthetic[name]["auc"][t] for t in thresholds] for name in ("superglue", "mnn")]
+            + [synthetic[name]["auc"][t] for t in thresholds] for name in METHODS if name in synthetic]
     table = _table(["method", "precision", "recall", "median matches"] + [f"AUC@{t}" for t in thresholds], rows)
-    curves = {name: [r["synthetic"][name]["corner_error"] for r in records] for name in ("superglue", "mnn")}
+    curves = {name: [r["synthetic"][name]["corner_error"] for r in records] for name in METHODS if name in synthetic}
     return ("<h2>Synthetic homography benchmark</h2><p>Precision/recall of matches at 3 px; AUC of the mean "
-            "corner error. Both methods use the same SuperPoint keypoints.</p>" + table
+            "corner error. All methods use the same keypoints; mnn_ratio adds Lowe's ratio test (0.8) "
+            "to mutual nearest neighbours.</p>" + table
             + _img(cdf_plot(curves, "mean corner error [px]", 10.0), "corner error CDF"))
 
 

@@ -1,4 +1,4 @@
-"""Self-supervised SuperGlue training from single images, and the synthetic homography benchmark.
+"""Self-supervised SuperGlue training from single images.
 
 Every training pair is an image and a random homographic, photometrically
 perturbed copy of it (the homography experiment of the SuperGlue paper), so
@@ -8,13 +8,18 @@ openly licensed photographs is a training set.
 Determinism: the batch of step k is a pure function of (seed, k): its
 random generator is seeded with both. Exact resume therefore needs only the
 model, the optimizer and the step counter; no generator state is carried.
+
+A trained model is scored like any matcher, by the evaluation's synthetic
+homography benchmark: ``superglue-ros eval FOLDER --synthetic-homography
+--weights MODEL.pt`` (with SIFT + mutual nearest neighbour + ratio test
+as a baseline on the same keypoints).
 """
 from __future__ import annotations
 
 import dataclasses
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +29,6 @@ import numpy as np
 import torch
 
 from .features import Features
-from .geometry import estimate_homography
-from .metrics import mean_corner_error
 from .open_model import build_extractor, save_open_model
 from .optimal_transport import extract_matches
 from .preprocess import image_files
@@ -39,7 +42,7 @@ PREFERRED_TRIES, MAX_TRIES = 10, 100  # random views drawn per pair (see sample_
 VALIDATION_EVERY_NTH = 10  # one image in ten (by a hash of its name) validates instead of training
 # The run's identity: a resumed run takes these from its checkpoint.
 RUN_FIELDS = ("images", "features", "batch", "lr", "seed", "num_keypoints", "crop", "max_side",
-              "layers", "sinkhorn_iterations", "val_pairs")
+              "layers", "sinkhorn_iterations", "val_pairs", "init")
 DESCRIPTOR_DIMS = {"sift": 128, "superpoint": 256}
 
 
@@ -56,6 +59,7 @@ class TrainConfig:
     device: str = "cpu"
     out: str = "model.pt"
     resume: str | None = None
+    init: str | None = None
     checkpoint_every: int = 100
     val_every: int = 100
     val_pairs: int = 24
@@ -289,9 +293,23 @@ def save_checkpoint(path: Path, model: SuperGlue, optimizer: torch.optim.Optimiz
 def resumed_config(config: TrainConfig, checkpoint: dict[str, Any]) -> TrainConfig:
     """The checkpoint's run settings, with this invocation's steps, output, device and intervals."""
     stored = checkpoint["train_config"]
-    run = {name: stored[name] for name in RUN_FIELDS}
+    run = {name: stored[name] for name in RUN_FIELDS if name in stored}  # "init" came later
     run["crop"] = tuple(run["crop"])
     return dataclasses.replace(config, **run)
+
+
+def initial_weights(path: str, model_config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Weights of a model file to continue from (fine-tuning), if its architecture is this run's."""
+    from .open_model import load_open_model
+
+    _, superglue, _ = load_open_model(path)
+    architecture = ("descriptor_dim", "keypoint_encoder", "GNN_layers", "num_heads")
+    theirs = {key: superglue.config[key] for key in architecture}
+    ours = {key: model_config[key] for key in architecture}
+    if theirs != ours:
+        raise ValueError(f"--init {path}: its SuperGlue {theirs} differs from this run's {ours} "
+                         "(match --features and --layers)")
+    return superglue.state_dict()
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
@@ -308,7 +326,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     train_images = [load_gray(p, config.max_side) for p in train_paths]
     val_images = [load_gray(p, config.max_side) for p in val_paths]
     model_config = superglue_config(DESCRIPTOR_DIMS[config.features], config.layers, config.sinkhorn_iterations)
-    model = SuperGlue(**model_config).to(device)
+    model = SuperGlue(**model_config)
+    if config.init and checkpoint is None:
+        model.load_state_dict(initial_weights(config.init, model_config))
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start, history = 0, []
     if checkpoint is not None:
@@ -336,92 +357,3 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     meta["train_config"]["crop"] = list(config.crop)
     save_open_model(config.out, model.cpu(), features_config(config.features, 1024), meta)
     return meta
-
-
-def nearest_neighbour_ratio(features0: Features, features1: Features, ratio: float = 0.8) -> np.ndarray:
-    """(K, 2) mutual nearest neighbours that pass Lowe's ratio test (descriptor distances), both ways."""
-    if len(features0) < 2 or len(features1) < 2:
-        return np.zeros((0, 2), dtype=np.int64)
-    dist = torch.cdist(features0.descriptors.float(), features1.descriptors.float())
-    best0, idx0 = dist.topk(2, dim=1, largest=False)
-    best1, idx1 = dist.topk(2, dim=0, largest=False)
-    rows = torch.arange(len(features0))
-    keep = ((idx1[0, idx0[:, 0]] == rows) & (best0[:, 0] < ratio * best0[:, 1])
-            & (best1[0, idx0[:, 0]] < ratio * best1[1, idx0[:, 0]]))
-    return torch.stack([rows[keep], idx0[keep, 0]], dim=1).numpy()
-
-
-def superglue_pairs(model: SuperGlue) -> Callable[[Features, Features], np.ndarray]:
-    def match(features0: Features, features1: Features) -> np.ndarray:
-        return model.match(features0, features1).pairs().cpu().numpy()
-    return match
-
-
-def error_auc(errors: Sequence[float], threshold: float) -> float:
-    """Area under the cumulative error curve up to ``threshold``, normalised to [0, 1]."""
-    errors = np.sort(np.asarray(errors, dtype=np.float64))
-    recall = np.arange(1, len(errors) + 1) / len(errors)
-    errors, recall = np.concatenate([[0.0], errors]), np.concatenate([[0.0], recall])
-    last = int(np.searchsorted(errors, threshold))
-    x = np.concatenate([errors[:last], [threshold]])
-    y = np.concatenate([recall[:last], [recall[last - 1]]])
-    return float(np.trapezoid(y, x) / threshold)
-
-
-def homography_benchmark(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint,
-                         matchers: dict[str, Callable[[Features, Features], np.ndarray]],
-                         pairs_per_image: int = 5, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Synthetic homography benchmark: per matcher, AUC of the corner error at 3/5/10 px, precision, recall.
-
-    Every matcher sees the same pairs (full images, random warps of
-    strength 1, photometric noise). A match is correct when it is a
-    ground-truth match (mutual nearest reprojection within 3 px). Precision
-    leaves out predictions for ignored keypoints (nearest reprojection 3-5 px
-    or not mutual), which are neither right nor wrong; ``precision_all``
-    counts them as wrong. Both are pooled over all pairs; a failed
-    homography counts as an infinite corner error.
-    """
-    stats = {name: {"errors": [], "correct": 0, "predicted": 0, "labelled": 0, "positives": 0} for name in matchers}
-    for index, image in enumerate(images):
-        for k in range(pairs_per_image):
-            pair = make_pair(image, np.random.default_rng([seed, index, k]), extractor)
-            gt0, _ = ground_truth_matches(pair.features0.keypoints.numpy(), pair.features1.keypoints.numpy(), pair.h)
-            for name, match in matchers.items():
-                pairs = match(pair.features0, pair.features1)
-                s = stats[name]
-                s["correct"] += int((gt0[pairs[:, 0]] == pairs[:, 1]).sum())
-                s["predicted"] += len(pairs)
-                s["labelled"] += int((gt0[pairs[:, 0]] != -2).sum())
-                s["positives"] += int((gt0 >= 0).sum())
-                estimate = estimate_homography(pair.features0.keypoints.numpy()[pairs[:, 0]],
-                                               pair.features1.keypoints.numpy()[pairs[:, 1]], "ransac", 3.0)
-                s["errors"].append(mean_corner_error(estimate.h if estimate.valid else None, pair.h, *image.shape))
-    return {name: {"auc@3px": error_auc(s["errors"], 3.0), "auc@5px": error_auc(s["errors"], 5.0),
-                   "auc@10px": error_auc(s["errors"], 10.0), "precision": s["correct"] / max(s["labelled"], 1),
-                   "precision_all": s["correct"] / max(s["predicted"], 1),
-                   "recall": s["correct"] / max(s["positives"], 1), "pairs": len(s["errors"]),
-                   "matches_per_pair": s["predicted"] / max(len(s["errors"]), 1)}
-            for name, s in stats.items()}
-
-
-def format_table(results: dict[str, dict[str, float]]) -> str:
-    """Markdown table of homography_benchmark results."""
-    lines = ["| matcher | AUC@3px | AUC@5px | AUC@10px | precision | precision (ignored = wrong) | recall "
-             "| matches/pair |", "|---|---|---|---|---|---|---|---|"]
-    for name, r in results.items():
-        lines.append(f"| {name} | {100 * r['auc@3px']:.1f} | {100 * r['auc@5px']:.1f} | {100 * r['auc@10px']:.1f} "
-                     f"| {100 * r['precision']:.1f} | {100 * r['precision_all']:.1f} | {100 * r['recall']:.1f} "
-                     f"| {r['matches_per_pair']:.0f} |")
-    return "\n".join(lines)
-
-
-def benchmark_model(model_path: str | Path, folders: Sequence[str | Path], pairs_per_image: int = 5,
-                    max_side: int = 640, seed: int = 0) -> dict[str, dict[str, float]]:
-    """A trained model file against SIFT + mutual nearest neighbour + ratio 0.8 on held-out folders."""
-    from .open_model import load_open_model
-
-    extractor, model, _ = load_open_model(model_path)
-    images = [load_gray(p, max_side) for folder in folders for p in image_files(folder)]
-    return homography_benchmark(images, extractor, {
-        "SIFT + open SuperGlue": superglue_pairs(model),
-        "SIFT + mutual NN + ratio 0.8": nearest_neighbour_ratio}, pairs_per_image, seed)

@@ -165,6 +165,35 @@ def test_synthetic_homography_scores_both_methods_on_the_same_keypoints(
                                        metrics.error_auc(errors, metrics.HOMOGRAPHY_AUC_THRESHOLDS).items()}
     assert not (tmp_path / "out" / "matches_bag").exists()
     assert "Synthetic homography benchmark" in (tmp_path / "out" / "report.html").read_text()
+    ratio = [r["synthetic"]["mnn_ratio"] for r in records]
+    assert all(r["matches"] <= m["matches"] for r, m in zip(ratio, (r["synthetic"]["mnn"] for r in records)))
+    assert synthetic["gain_vs_ratio_test"]["precision"] == pytest.approx(
+        synthetic["superglue"]["precision"] - synthetic["mnn_ratio"]["precision"], nan_ok=True)
+
+
+def test_image_folder_synthetic_benchmark_with_several_warps(
+        tmp_path: Path, frames: list[np.ndarray], weights_args: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A plain folder of photographs is an input (topic 'images'); --warps K gives K pairs per image."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, frame in enumerate(frames[:2]):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), frame)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    assert main(["eval", str(folder), "--synthetic-homography", "--warps", "2", "--out", str(out)]
+                + weights_args + FAST) == 0
+    assert "MNN+ratio" in capsys.readouterr().out
+    document = json.loads((out / "metrics.json").read_text())
+    pairs = document["pairs"]
+    assert [r["frame0"] for r in pairs] == [0, 0, 1, 1]
+    truths = [r["synthetic"]["keypoints"] for r in pairs]
+    assert truths[0] != truths[1]  # two different warps of the same image
+    code = main(["eval", str(folder), "--warps", "2", "--out", str(out)] + weights_args + FAST)
+    assert code == 2 and "--warps" in capsys.readouterr().err
+    code = main(["eval", str(folder), "--mode", "stereo", "--topic1", "/right", "--out", str(out)]
+                + weights_args + FAST)
+    assert code == 2 and "folder of images has only images" in capsys.readouterr().err
 
 
 def test_interrupt_leaves_partial_report(tmp_path: Path, frames: list[np.ndarray],

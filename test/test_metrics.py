@@ -42,7 +42,9 @@ def test_error_auc_by_hand() -> None:
     aucs = metrics.error_auc([3.0, 1.0], [2.0, 5.0])
     assert aucs == {2.0: pytest.approx(0.375), 5.0: pytest.approx(0.75)}
     # A failure (inf / NaN) keeps recall at 1/2 forever.
-    assert metrics.error_auc([1.0, math.inf], [1.0, 2.0]) == {1.0: pytest.approx(0.25), 2.0: pytest.approx(0.375)}
+    assert metrics.error_auc([1.0, math.inf], [1.5, 2.0]) == {1.5: pytest.approx(1 / 3), 2.0: pytest.approx(0.375)}
+    # An error exactly at a threshold does not reach it (the paper's pose_auc cut).
+    assert metrics.error_auc([1.0, math.inf], [1.0]) == {1.0: 0.0}
     assert metrics.error_auc([1.0, math.nan], [2.0]) == {2.0: pytest.approx(0.375)}
     assert metrics.error_auc([0.0, 0.0], [1.0]) == {1.0: pytest.approx(1.0)}
     assert math.isnan(metrics.error_auc([], [1.0])[1.0])
@@ -112,3 +114,17 @@ def test_mutual_nearest_neighbours_by_hand() -> None:
     # Row 1 -> 0 but column 0 -> 2 (0.96 > 0.8): not mutual. Row 2 -> 0 and column 0 -> 2: mutual.
     np.testing.assert_array_equal(metrics.mutual_nearest_neighbours(d0, d1), [1, -1, 0])
     np.testing.assert_array_equal(metrics.mutual_nearest_neighbours(d0, np.zeros((0, 2))), [-1, -1, -1])
+
+
+def test_ratio_test_baseline_by_hand() -> None:
+    """Lowe's ratio test on top of mutual nearest neighbours, both ways."""
+    d0 = np.eye(4)
+    d1 = np.stack([np.eye(4)[2], np.eye(4)[0], [0.0, 0.5 ** 0.5, 0.0, 0.5 ** 0.5]])
+    # Row 1 and row 3 are equally near d1[2]: mutual for one of them, but no ratio test passes.
+    np.testing.assert_array_equal(metrics.mutual_nearest_neighbours(d0, d1, ratio=0.8), [1, -1, 0, -1])
+    assert (metrics.mutual_nearest_neighbours(d0, d1) >= 0).sum() == 3
+    # Row 0's ratio passes (0.63 vs 0.89) but d1[0] is as near to d0[1]: the test on image 1's side fails.
+    sides0, sides1 = np.array([[0.8, 0.6], [0.8, -0.6]]), np.eye(2)
+    np.testing.assert_array_equal(metrics.mutual_nearest_neighbours(sides0, sides1), [0, -1])
+    np.testing.assert_array_equal(metrics.mutual_nearest_neighbours(sides0, sides1, ratio=0.8), [-1, -1])
+    np.testing.assert_array_equal(metrics.mutual_nearest_neighbours(d0, d1[:1], ratio=0.8), [-1, -1, -1, -1])

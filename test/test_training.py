@@ -1,4 +1,4 @@
-"""Self-supervised training: loss, one step, exact resume, the model file and the homography benchmark."""
+"""Self-supervised training: loss, one step, exact resume, fine-tuning and the model file."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,16 +11,14 @@ import pytest
 import torch
 
 from superglue_ros.cli import main
-from superglue_ros.features import Features
 from superglue_ros.metrics import mean_corner_error
 from superglue_ros.open_model import BUNDLED, load_open_model, save_open_model
 from superglue_ros.sift import SIFT
 from superglue_ros.superglue import SuperGlue
 from superglue_ros.synthetic import sample_homography
 from superglue_ros.training import (
-    TrainConfig, checkpoint_path, collate, error_auc, features_config, homography_benchmark,
-    make_pair, nearest_neighbour_ratio, nll_loss, sample_pair, superglue_config, superglue_pairs, train, training_batch,
-    training_step)
+    TrainConfig, checkpoint_path, collate, features_config, make_pair, nll_loss, sample_pair, superglue_config, train,
+    training_batch, training_step)
 
 
 def textured(seed: int, height: int = 240, width: int = 320) -> np.ndarray:
@@ -136,44 +134,31 @@ def test_bundled_model_loads_and_matches_a_warped_image() -> None:
     extractor, model, meta = load_open_model("sift_open")
     image = textured(11, 480, 640)
     pair = make_pair(image, np.random.default_rng(0), extractor)
-    pairs = superglue_pairs(model)(pair.features0, pair.features1)
-    assert len(pairs) > 20 and meta["steps"] > 0
+    assert model.match(pair.features0, pair.features1).num_matches > 20 and meta["steps"] > 0
 
 
-def test_nearest_neighbour_ratio() -> None:
-    desc0 = torch.eye(4)
-    desc1 = torch.stack([torch.eye(4)[2], torch.eye(4)[0], torch.tensor([0.0, 0.5 ** 0.5, 0.0, 0.5 ** 0.5])])
-    f0 = Features(torch.zeros(4, 2), torch.ones(4), desc0, (10, 10))
-    f1 = Features(torch.zeros(3, 2), torch.ones(3), desc1, (10, 10))
-    pairs = nearest_neighbour_ratio(f0, f1, ratio=0.8)
-    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (2, 0)]  # desc1[2] is as close to row 1 as to row 3
-
-
-def test_error_auc_and_corner_error() -> None:
-    """The benchmark's AUC, and the evaluation's corner error it scores with."""
-    assert error_auc([0.0, 0.0], 3.0) == pytest.approx(1.0)
-    assert error_auc([float("inf")] * 3, 3.0) == 0.0
-    # curve (0, 0) -> (1.5, 0.5) linearly, then flat at 0.5 up to 3 px: (0.375 + 0.75) / 3
-    assert error_auc([1.5, float("inf")], 3.0) == pytest.approx(0.375)
+def test_corner_error_scores_homographies() -> None:
+    """The evaluation's corner error, which the training's synthetic pairs are scored with."""
     h = sample_homography(np.random.default_rng(0), 100, 200)
     assert mean_corner_error(h, h, 100, 200) == 0.0
-    shifted = h @ np.array([[1.0, 0, 2.0], [0, 1.0, 0], [0, 0, 1.0]])
-    assert mean_corner_error(np.array([[1.0, 0, 2.0], [0, 1.0, 0], [0, 0, 1.0]]), np.eye(3), 100, 200) == \
-        pytest.approx(2.0)
-    assert mean_corner_error(shifted, h, 100, 200) > 0
+    shift = np.array([[1.0, 0, 2.0], [0, 1.0, 0], [0, 0, 1.0]])
+    assert mean_corner_error(shift, np.eye(3), 100, 200) == pytest.approx(2.0)
+    assert mean_corner_error(h @ shift, h, 100, 200) > 0
 
 
-def test_benchmark_scores_a_perfect_and_a_useless_matcher() -> None:
-    images = [textured(20, 240, 320)]
-
-    def useless(f0: Features, f1: Features) -> np.ndarray:
-        return np.zeros((0, 2), dtype=np.int64)
-
-    results = homography_benchmark(images, SIFT(max_keypoints=200),
-                                   {"nn": nearest_neighbour_ratio, "none": useless}, pairs_per_image=2)
-    assert results["none"]["auc@3px"] == 0.0 and results["none"]["recall"] == 0.0
-    assert results["nn"]["precision"] > 0.8 and results["nn"]["auc@10px"] > 0.3
-    assert results["nn"]["pairs"] == 2
+def test_fine_tuning_starts_from_a_model_file(image_dir: Path, tmp_path: Path, one_thread: None) -> None:
+    """--init loads the weights (a zero learning rate keeps them), and refuses another architecture."""
+    source = tiny_config(image_dir, tmp_path / "source.pt", steps=2)
+    train(source, progress=False)
+    tuned = tiny_config(image_dir, tmp_path / "tuned.pt", steps=2, lr=0.0, init=source.out)
+    train(tuned, progress=False)
+    _, before, _ = load_open_model(source.out)
+    _, after, meta = load_open_model(tuned.out)
+    for name, value in before.named_parameters():
+        assert torch.equal(value, dict(after.named_parameters())[name]), name
+    assert meta["train_config"]["init"] == source.out
+    with pytest.raises(ValueError, match="differs"):
+        train(tiny_config(image_dir, tmp_path / "other.pt", steps=1, layers=2, init=source.out), progress=False)
 
 
 def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -183,4 +168,5 @@ def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert out.is_file() and checkpoint_path(out).is_file()
     assert "wrote" in capsys.readouterr().out
     assert main(["train", "--images", str(tmp_path / "missing"), "--steps", "1"]) == 2
+    assert main(["train", "--images", str(image_dir), "--steps", "1", "--init", str(tmp_path / "none.pt")]) == 2
     assert features_config("sift", 10) == {"name": "sift", "max_keypoints": 10}

@@ -11,11 +11,13 @@ from .options import add_matcher_options, build_matcher
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "eval", help="evaluate matching on a rosbag (metrics.json, report.html, output bag)",
-        description="Replay image topics of a rosbag2 (sqlite3/mcap) or ROS 1 bag through SuperPoint + "
-                    "SuperGlue; write metrics.json, report.html and a bag with the Matches/Homography "
-                    "messages the live node would publish.")
-    parser.add_argument("bag", help="rosbag2 folder (or its .db3/.mcap file) or ROS 1 .bag file")
+        "eval", help="evaluate matching on a rosbag or image folder (metrics.json, report.html, output bag)",
+        description="Replay image topics of a rosbag2 (sqlite3/mcap) or ROS 1 bag, or the images of a "
+                    "folder (topic 'images', file-name order), through SuperPoint + SuperGlue; write "
+                    "metrics.json, report.html and a bag with the Matches/Homography messages the live "
+                    "node would publish.")
+    parser.add_argument("bag", help="rosbag2 folder (or its .db3/.mcap file), ROS 1 .bag file, or a folder "
+                                    "of images")
     parser.add_argument("--topic", help="image topic (sensor_msgs/Image or CompressedImage); "
                                         "omit to list the image topics")
     parser.add_argument("--topic1", help="second camera's image topic (stereo mode)")
@@ -35,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synthetic.add_argument("--synthetic-homography", action="store_true",
                            help="match each frame against a random warp of itself and score against the warp")
     synthetic.add_argument("--strength", type=float, default=1.0, help="warp strength (default: %(default)s)")
+    synthetic.add_argument("--warps", type=int, default=1,
+                           help="random warps per frame, each one pair (default: %(default)s)")
     synthetic.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     synthetic.add_argument("--no-photometric", action="store_true", help="no brightness/contrast/noise changes")
     pose = parser.add_argument_group("ground-truth poses")
@@ -61,18 +65,20 @@ def list_topics(bag_path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bagio import BagError, open_bag
+    from ..bagio import IMAGE_FOLDER_TOPIC, BagError, is_image_folder, open_bag
     from ..evaluation import EvalConfig, EvalError, evaluate
 
+    folder = is_image_folder(args.bag)
     config = EvalConfig(
-        bag=args.bag, topic=args.topic or "", topic1=args.topic1, mode=args.mode, stride=args.stride,
-        max_pairs=args.max_pairs, synthetic=args.synthetic_homography, strength=args.strength, seed=args.seed,
+        bag=args.bag, topic=args.topic or (IMAGE_FOLDER_TOPIC if folder else ""), topic1=args.topic1, mode=args.mode, stride=args.stride,
+        max_pairs=args.max_pairs, synthetic=args.synthetic_homography, strength=args.strength, warps=args.warps,
+        seed=args.seed,
         photometric=not args.no_photometric, ransac_threshold=args.ransac_threshold,
         sync_tolerance=args.sync_tolerance, gt_topic=args.gt_topic, camera_info_topic=args.camera_info_topic,
         gt_tolerance=args.gt_tolerance, storage=args.storage)
     out_dir = Path(args.out)
     try:
-        if not args.topic:
+        if not config.topic:
             raise CommandError(list_topics(args.bag))
         config.check()
         with open_bag(args.bag) as bag:
@@ -100,7 +106,9 @@ def summary_line(document: dict) -> str:
             f"total {summary['timing_ms']['total']['median']:.1f} ms/pair (median)")
     synthetic = summary.get("synthetic_homography")
     if synthetic:
-        sg, mnn = synthetic["superglue"], synthetic["mnn"]
+        sg, mnn, ratio = synthetic["superglue"], synthetic["mnn"], synthetic["mnn_ratio"]
         text += (f"; synthetic P/R {sg['precision']:.3f}/{sg['recall']:.3f} (MNN {mnn['precision']:.3f}/"
-                 f"{mnn['recall']:.3f}), AUC@3px {sg['auc']['3px']:.3f} (MNN {mnn['auc']['3px']:.3f})")
+                 f"{mnn['recall']:.3f}, MNN+ratio {ratio['precision']:.3f}/{ratio['recall']:.3f}), "
+                 f"AUC@3px {sg['auc']['3px']:.3f} (MNN {mnn['auc']['3px']:.3f}, "
+                 f"MNN+ratio {ratio['auc']['3px']:.3f})")
     return text

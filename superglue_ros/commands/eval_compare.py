@@ -31,6 +31,8 @@ METRICS: tuple[tuple[str, tuple[str, ...], bool, float], ...] = (
     ("SG AUC@10px", ("synthetic_homography", "superglue", "auc", "10px"), True, 0.05),
     ("MNN precision", ("synthetic_homography", "mnn", "precision"), True, math.inf),
     ("MNN AUC@3px", ("synthetic_homography", "mnn", "auc", "3px"), True, math.inf),
+    ("MNN+ratio precision", ("synthetic_homography", "mnn_ratio", "precision"), True, math.inf),
+    ("MNN+ratio AUC@3px", ("synthetic_homography", "mnn_ratio", "auc", "3px"), True, math.inf),
     ("pose AUC@5deg", ("pose", "auc", "5deg"), True, 0.05),
     ("pose AUC@10deg", ("pose", "auc", "10deg"), True, 0.05),
     ("pose AUC@20deg", ("pose", "auc", "20deg"), True, 0.05),

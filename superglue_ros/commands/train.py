@@ -29,26 +29,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="final model file; checkpoints go to OUT's stem + .ckpt.pt (default: %(default)s)")
     parser.add_argument("--resume", metavar="CKPT", help="continue the run stored in this checkpoint (its images, model, batch, "
                                                         "keypoints, lr and seed; --steps may extend it)")
+    parser.add_argument("--init", metavar="MODEL", help="start from the weights of this model file (fine-tuning; "
+                        "a fresh schedule and optimiser), e.g. sift_open")
+    parser.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=(360, 480),
+                        help="size of the random training views (default: %(default)s)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="default: %(default)s")
     parser.add_argument("--val-every", type=int, default=100, help="default: %(default)s")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch and OpenCV (0: their defaults)")
-    parser.add_argument("--heldout", nargs="+", metavar="DIR",
-                        help="after training, run the synthetic homography benchmark on these folders and "
-                             "compare with SIFT + mutual nearest neighbour + ratio test")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..training import TrainConfig, benchmark_model, format_table, train
+    from ..training import TrainConfig, train
+    from ..weights import WeightsError
 
     for name in ("steps", "batch", "layers", "keypoints", "checkpoint_every", "val_every"):
         if getattr(args, name) < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
     if not Path(args.images).is_dir():
         raise CommandError(f"--images {args.images}: not a folder")
+    if min(args.crop) < 16:
+        raise CommandError("--crop H W must be at least 16 pixels each")
     if args.resume and not Path(args.resume).is_file():
         raise CommandError(f"--resume {args.resume}: no such file")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -61,14 +65,14 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(images=args.images, features=args.features, steps=args.steps, batch=args.batch,
                          lr=args.lr, seed=args.seed, device=args.device, out=args.out, resume=args.resume,
                          checkpoint_every=args.checkpoint_every, val_every=args.val_every,
-                         num_keypoints=args.keypoints, layers=args.layers)
+                         num_keypoints=args.keypoints, layers=args.layers, init=args.init, crop=tuple(args.crop))
     try:
         meta = train(config)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, WeightsError) as error:
         raise CommandError(str(error)) from None
     last = meta["history"][-1] if meta["history"] else {}
     print(f"wrote {args.out} ({meta['train_images']} training images); last validation: "
           f"{json.dumps({k: round(v, 4) for k, v in last.items()})}")
-    if args.heldout:
-        print(format_table(benchmark_model(args.out, args.heldout)))
+    print(f"score it on held-out images: superglue-ros eval FOLDER --synthetic-homography --warps 5 "
+          f"--resize 640 --weights {args.out}")
     return 0
