@@ -30,7 +30,7 @@ from .bagio import Bag, ImageFrame, OutputBag, RawFrame
 from .geometry import HomographyEstimate, estimate_homography
 from .matcher import Matcher, PairMatch
 from .messages import homography_fields, matches_fields
-from .preprocess import to_gray_float
+from .preprocess import resize_gray, resized_shape, to_gray_float
 
 SCHEMA_VERSION = 1
 MODES = ("sequential", "stereo")
@@ -171,11 +171,14 @@ def sequential_pairs(bag: Bag, config: EvalConfig) -> Iterator[Pair]:
         previous = frame
 
 
-def synthetic_pairs(bag: Bag, config: EvalConfig) -> Iterator[Pair]:
+def synthetic_pairs(bag: Bag, config: EvalConfig, resize: int | tuple[int, int] | None = None) -> Iterator[Pair]:
     """Every ``stride``-th frame (as 8-bit gray) against ``warps`` random warps of itself.
 
-    Warp k of frame i is seeded by (seed, i, k), with k left out for the
-    first warp so that one-warp runs keep their pairs.
+    Frames are first scaled as the matcher's ``resize`` would scale them, so
+    the benchmark's pixel thresholds (3 px correct, 5 px wrong, AUC) are
+    pixels the network sees, whatever the size of the source images. Warp k
+    of frame i is seeded by (seed, i, k), with k left out for the first warp
+    so that one-warp runs keep their pairs.
     """
     from .synthetic import sample_homography, warp_image
 
@@ -185,6 +188,7 @@ def synthetic_pairs(bag: Bag, config: EvalConfig) -> Iterator[Pair]:
             continue
         frame = decode(raw)
         gray = np.rint(to_gray_float(frame.image) * 255.0).astype(np.uint8)
+        gray = resize_gray(gray, resized_shape(gray.shape[0], gray.shape[1], resize))
         reference = ImageFrame(frame.index, frame.topic, frame.log_time, frame.stamp, gray)
         for k in range(config.warps):
             rng = np.random.default_rng([config.seed, raw.index, *([k] if k else [])])
@@ -231,10 +235,10 @@ def header_stamp(bag: Bag, raw: RawFrame) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
-def frame_pairs(bag: Bag, config: EvalConfig) -> Iterator[Pair]:
-    """The pairs the configuration asks for, stopping at ``max_pairs``."""
+def frame_pairs(bag: Bag, config: EvalConfig, resize: int | tuple[int, int] | None = None) -> Iterator[Pair]:
+    """The pairs the configuration asks for, stopping at ``max_pairs``; ``resize`` is the matcher's."""
     if config.synthetic:
-        source = synthetic_pairs(bag, config)
+        source = synthetic_pairs(bag, config, resize)
     elif config.mode == "stereo":
         source = stereo_pairs(bag, config)
     else:
@@ -554,7 +558,7 @@ def evaluate(bag: Bag, config: EvalConfig, matcher: Matcher, out_dir: Path,
                 frame_id = first_frame_id(bag, config.topic)
                 run.pose = (load_intrinsics(bag, config), load_pose_track(bag, config.gt_topic, frame_id))
             with tqdm(total=expected, unit="pair", desc="eval", disable=not progress, dynamic_ncols=True) as bar:
-                for pair in frame_pairs(bag, config):
+                for pair in frame_pairs(bag, config, matcher.resize):
                     record = run.add(pair)
                     bar.update(1)
                     bar.set_postfix(matches=record["matches"], refresh=False)

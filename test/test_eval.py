@@ -19,7 +19,7 @@ import pytest
 from superglue_ros import metrics
 from superglue_ros.bagio import open_bag
 from superglue_ros.cli import main
-from superglue_ros.evaluation import EvalConfig, estimate_relative_pose, evaluate, score_synthetic
+from superglue_ros.evaluation import EvalConfig, estimate_relative_pose, evaluate, frame_pairs, score_synthetic
 from superglue_ros.matcher import Matcher
 from superglue_ros.messages import Stamp
 from test_bagio import PERIOD_NS, START_NS, graffiti_frames, write_image_bag
@@ -189,6 +189,9 @@ def test_image_folder_synthetic_benchmark_with_several_warps(
     assert [r["frame0"] for r in pairs] == [0, 0, 1, 1]
     truths = [r["synthetic"]["keypoints"] for r in pairs]
     assert truths[0] != truths[1]  # two different warps of the same image
+    with open_bag(folder) as source:  # warped at the matcher's working size: thresholds in its pixels
+        pair = next(frame_pairs(source, EvalConfig(bag=str(folder), topic="images", synthetic=True), 160))
+    assert pair.frame0.image.shape == pair.frame1.image.shape == (120, 160)
     code = main(["eval", str(folder), "--warps", "2", "--out", str(out)] + weights_args + FAST)
     assert code == 2 and "--warps" in capsys.readouterr().err
     code = main(["eval", str(folder), "--mode", "stereo", "--topic1", "/right", "--out", str(out)]
