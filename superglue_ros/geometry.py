@@ -89,7 +89,14 @@ def degeneracy(h: np.ndarray) -> str:
 
 
 def project(h: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a 3x3 homography to (K, 2) points."""
+    """Apply a 3x3 homography to (K, 2) points.
+
+    Points sent to or behind infinity (w <= 0) become NaN rather than a
+    finite point on the wrong side: no real view sees them, so they can
+    neither match a keypoint nor give a meaningful corner error.
+    """
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     projected = np.concatenate([points, np.ones((len(points), 1))], axis=1) @ np.asarray(h, dtype=np.float64).T
-    return projected[:, :2] / projected[:, 2:3]
+    w = projected[:, 2:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(w > 1e-12, projected[:, :2] / w, np.nan)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .geometry import project
+
 MAX_ROTATION_DEG = 25.0
 SCALE_RANGE = (0.75, 1.25)
 PERSPECTIVE = 0.12  # corner displacement, as a fraction of the shorter side
@@ -71,15 +73,6 @@ def photometric_noise(image: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def project_points(h: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """(N, 2) points through a homography; points mapped to or behind infinity become NaN."""
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    homogeneous = np.concatenate([points, np.ones((len(points), 1))], axis=1) @ np.asarray(h, dtype=np.float64).T
-    w = homogeneous[:, 2:]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(w > 1e-12, homogeneous[:, :2] / w, np.nan)
-
-
 def ground_truth_matches(keypoints0: np.ndarray, keypoints1: np.ndarray, h: np.ndarray,
                          match_px: float = 3.0, unmatched_px: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
     """Labels for each keypoint of both images under the known warp ``h`` (image 0 -> image 1).
@@ -99,8 +92,8 @@ def ground_truth_matches(keypoints0: np.ndarray, keypoints1: np.ndarray, h: np.n
     n, m = len(kpts0), len(kpts1)
     if n == 0 or m == 0:
         return np.full(n, -1, dtype=np.int64), np.full(m, -1, dtype=np.int64)
-    forward = np.linalg.norm(project_points(h, kpts0)[:, None, :] - kpts1[None, :, :], axis=2)
-    backward = np.linalg.norm(kpts0[:, None, :] - project_points(np.linalg.inv(h), kpts1)[None, :, :], axis=2)
+    forward = np.linalg.norm(project(h, kpts0)[:, None, :] - kpts1[None, :, :], axis=2)
+    backward = np.linalg.norm(kpts0[:, None, :] - project(np.linalg.inv(h), kpts1)[None, :, :], axis=2)
     dist = np.nan_to_num(np.maximum(forward, backward), nan=np.inf)
     nearest0, nearest1 = dist.argmin(axis=1), dist.argmin(axis=0)
     min0, min1 = dist[np.arange(n), nearest0], dist[nearest1, np.arange(m)]

@@ -68,3 +68,11 @@ def test_bad_arguments_name_the_parameter():
         estimate_homography(points0, points1, min_matches=3)
     with pytest.raises(ValueError, match="same shape"):
         estimate_homography(points0, points1[:5])
+
+
+def test_points_sent_behind_infinity_project_to_nan() -> None:
+    """w <= 0 has no image: NaN, so such points neither match nor score as a finite corner error."""
+    h = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-0.01, 0.0, 1.0]])  # w = 1 - x / 100
+    projected = project(h, np.array([[50.0, 10.0], [100.0, 0.0], [300.0, 5.0]]))
+    np.testing.assert_allclose(projected[0], [100.0, 20.0])
+    assert np.isnan(projected[1:]).all()

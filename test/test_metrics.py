@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from superglue_ros import metrics
-from superglue_ros.geometry import estimate_homography
-from superglue_ros.synthetic import project_points, sample_homography
+from superglue_ros.geometry import estimate_homography, project
+from superglue_ros.synthetic import sample_homography
 
 
 def test_precision_recall_small_case() -> None:
@@ -55,7 +55,7 @@ def test_synthetic_warp_with_outliers_recovers_homography() -> None:
     height, width = 240, 320
     h_true = sample_homography(rng, height, width, strength=1.0)
     grid = np.stack(np.meshgrid(np.linspace(20, 300, 15), np.linspace(20, 220, 12)), axis=-1).reshape(-1, 2)
-    points1 = project_points(h_true, grid) + rng.normal(0, 0.2, size=grid.shape)
+    points1 = project(h_true, grid) + rng.normal(0, 0.2, size=grid.shape)
     outliers = rng.choice(len(grid), size=len(grid) * 3 // 10, replace=False)
     points1[outliers] = rng.uniform([0, 0], [width, height], size=(len(outliers), 2))
     estimate = estimate_homography(grid, points1, threshold=3.0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from superglue_ros.synthetic import ground_truth_matches, project_points, sample_homography, warp_image
+from superglue_ros.geometry import project
+from superglue_ros.synthetic import ground_truth_matches, sample_homography, warp_image
 
 
 def test_homography_keeps_the_image_mostly_in_frame() -> None:
@@ -13,7 +14,7 @@ def test_homography_keeps_the_image_mostly_in_frame() -> None:
     for _ in range(200):
         h = sample_homography(rng, 480, 640)
         assert h.shape == (3, 3) and h.dtype == np.float64 and h[2, 2] == pytest.approx(1.0)
-        centre = project_points(h, corners).mean(axis=0)
+        centre = project(h, corners).mean(axis=0)
         assert 160 - 1e-6 <= centre[0] <= 480 + 1e-6 and 120 - 1e-6 <= centre[1] <= 360 + 1e-6
         assert np.linalg.det(h[:2, :2]) > 0  # no mirror images
 
@@ -24,7 +25,7 @@ def test_strength_zero_is_identity_and_strength_scales_the_warp() -> None:
 
     def mean_shift(strength: float) -> float:
         rng = np.random.default_rng(2)
-        return float(np.mean([np.linalg.norm(project_points(sample_homography(rng, 100, 200, strength), corners)
+        return float(np.mean([np.linalg.norm(project(sample_homography(rng, 100, 200, strength), corners)
                                              - corners, axis=1).mean() for _ in range(100)]))
 
     assert mean_shift(0.2) < mean_shift(1.0)
@@ -81,7 +82,7 @@ def test_ground_truth_is_consistent_under_a_random_warp() -> None:
     rng = np.random.default_rng(5)
     h = sample_homography(rng, 240, 320)
     keypoints0 = rng.uniform([0, 0], [320, 240], size=(300, 2))
-    visible = project_points(h, keypoints0)
+    visible = project(h, keypoints0)
     keypoints1 = np.concatenate([visible[:200] + rng.normal(0, 0.5, (200, 2)), rng.uniform(0, 320, (50, 2))])
     matches0, matches1 = ground_truth_matches(keypoints0, keypoints1, h)
     for i, j in enumerate(matches0):
