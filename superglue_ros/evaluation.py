@@ -272,11 +272,12 @@ def score_synthetic(pair_match: PairMatch, h_true: np.ndarray, threshold: float)
         candidates[name] = metrics.mutual_nearest_neighbours(*descriptors, ratio=ratio)
     scores = {}
     for name, matches0 in candidates.items():
-        precision, recall = metrics.precision_recall(matches0, gt0)
+        correct, scored, positives = metrics.match_counts(matches0, gt0)
         matched = np.flatnonzero(matches0 >= 0)
         estimate = estimate_homography(kpts0[matched], kpts1[matches0[matched]], threshold=threshold)
         error = metrics.mean_corner_error(estimate.h if estimate.valid else None, h_true, height, width)
-        scores[name] = {"matches": int(matched.size), "precision": precision, "recall": recall,
+        scores[name] = {"matches": int(matched.size), "precision": metrics.ratio_or_nan(correct, scored),
+                        "recall": metrics.ratio_or_nan(correct, positives), "correct": correct, "scored": scored,
                         "corner_error": error, "inliers": estimate.num_inliers}
     scores["keypoints"] = {"keypoints0": int(len(kpts0)), "keypoints1": int(len(kpts1)),
                            "ground_truth_matches": int((gt0 >= 0).sum())}
@@ -478,7 +479,9 @@ def summarise(records: list[dict[str, Any]], score_counts: np.ndarray) -> dict[s
     out["timing_ms"]["total"] = metrics.summary([1e3 * sum(r["timings_s"].values()) for r in records])
     synthetic = [r["synthetic"] for r in records if "synthetic" in r]
     if synthetic:
-        methods = {name: _summarise_method([s[name] for s in synthetic]) for name in ("superglue", *BASELINES)}
+        positives = [s["keypoints"]["ground_truth_matches"] for s in synthetic]
+        methods = {name: _summarise_method([s[name] for s in synthetic], positives)
+                   for name in ("superglue", *BASELINES)}
         out["synthetic_homography"] = methods | {
             "gain": _gain(methods["superglue"], methods["mnn"]),
             "gain_vs_ratio_test": _gain(methods["superglue"], methods["mnn_ratio"])}
@@ -494,11 +497,17 @@ def summarise(records: list[dict[str, Any]], score_counts: np.ndarray) -> dict[s
     return out
 
 
-def _summarise_method(scores: list[dict[str, float]]) -> dict[str, Any]:
+def _summarise_method(scores: list[dict[str, float]], positives: list[int]) -> dict[str, Any]:
     errors = [s["corner_error"] for s in scores]
+    correct = sum(s["correct"] for s in scores)
     return {
         "precision": _nanmean([s["precision"] for s in scores]),
         "recall": _nanmean([s["recall"] for s in scores]),
+        # Pooled over pairs: a pair with few keypoints weighs by its matches, and a pair
+        # without true matches counts for whoever predicts there (its ratio is NaN and
+        # drops out of the per-pair means above only for the methods that abstain).
+        "precision_pooled": metrics.ratio_or_nan(correct, sum(s["scored"] for s in scores)),
+        "recall_pooled": metrics.ratio_or_nan(correct, sum(positives)),
         "matches": metrics.summary([s["matches"] for s in scores]),
         "corner_error_px": metrics.summary(errors),
         "auc": {f"{t:g}px": v for t, v in metrics.error_auc(errors, metrics.HOMOGRAPHY_AUC_THRESHOLDS).items()},
@@ -507,7 +516,8 @@ def _summarise_method(scores: list[dict[str, float]]) -> dict[str, Any]:
 
 def _gain(method: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
     """Method minus baseline in precision, recall and each homography AUC."""
-    return {key: _difference(method[key], baseline[key]) for key in ("precision", "recall")} | {
+    return {key: _difference(method[key], baseline[key])
+            for key in ("precision", "recall", "precision_pooled", "recall_pooled")} | {
         f"auc@{t:g}px": _difference(method["auc"][f"{t:g}px"], baseline["auc"][f"{t:g}px"])
         for t in metrics.HOMOGRAPHY_AUC_THRESHOLDS}
 

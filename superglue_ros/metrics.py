@@ -21,13 +21,12 @@ HOMOGRAPHY_AUC_THRESHOLDS = (1.0, 3.0, 5.0, 10.0)  # mean corner error [px]
 POSE_AUC_THRESHOLDS = (5.0, 10.0, 20.0)  # max(rotation, translation-direction) error [deg]
 
 
-def precision_recall(matches0: np.ndarray, gt_matches0: np.ndarray) -> tuple[float, float]:
-    """Match precision and recall against ground-truth correspondences.
+def match_counts(matches0: np.ndarray, gt_matches0: np.ndarray) -> tuple[int, int, int]:
+    """(correct, scored predictions, ground-truth matches) of one pair.
 
-    A predicted match (i, j) is correct when the ground truth pairs i with j.
-    Precision = correct / predicted, leaving out predictions from keypoints
-    whose ground truth is ambiguous (-2); recall = correct / ground-truth
-    matches. An empty denominator gives NaN (undefined, not zero).
+    A predicted match (i, j) is correct when the ground truth pairs i with j;
+    predictions from keypoints whose ground truth is ambiguous (-2) are not
+    scored. Counts, unlike ratios, can be pooled over pairs.
     """
     matches0 = np.asarray(matches0).reshape(-1)
     gt_matches0 = np.asarray(gt_matches0).reshape(-1)
@@ -35,11 +34,18 @@ def precision_recall(matches0: np.ndarray, gt_matches0: np.ndarray) -> tuple[flo
         raise ValueError(f"matches0 {matches0.shape} and gt_matches0 {gt_matches0.shape} differ in shape")
     predicted = (matches0 >= 0) & (gt_matches0 != -2)
     correct = predicted & (matches0 == gt_matches0)
-    positives = gt_matches0 >= 0
-    return _ratio(correct.sum(), predicted.sum()), _ratio(correct.sum(), positives.sum())
+    return int(correct.sum()), int(predicted.sum()), int((gt_matches0 >= 0).sum())
 
 
-def _ratio(numerator: int, denominator: int) -> float:
+def precision_recall(matches0: np.ndarray, gt_matches0: np.ndarray) -> tuple[float, float]:
+    """Match precision (correct / scored predictions) and recall (correct / ground-truth
+    matches) of one pair, see :func:`match_counts`. An empty denominator gives NaN
+    (undefined, not zero)."""
+    correct, predicted, positives = match_counts(matches0, gt_matches0)
+    return ratio_or_nan(correct, predicted), ratio_or_nan(correct, positives)
+
+
+def ratio_or_nan(numerator: int, denominator: int) -> float:
     return float(numerator) / float(denominator) if denominator else math.nan
 
 

@@ -165,6 +165,11 @@ def test_synthetic_homography_scores_both_methods_on_the_same_keypoints(
                                        metrics.error_auc(errors, metrics.HOMOGRAPHY_AUC_THRESHOLDS).items()}
     assert not (tmp_path / "out" / "matches_bag").exists()
     assert "Synthetic homography benchmark" in (tmp_path / "out" / "report.html").read_text()
+    mnn = [r["synthetic"]["mnn"] for r in records]
+    assert synthetic["mnn"]["precision_pooled"] == pytest.approx(
+        sum(m["correct"] for m in mnn) / sum(m["scored"] for m in mnn))
+    assert synthetic["mnn"]["recall_pooled"] == pytest.approx(
+        sum(m["correct"] for m in mnn) / sum(r["synthetic"]["keypoints"]["ground_truth_matches"] for r in records))
     ratio = [r["synthetic"]["mnn_ratio"] for r in records]
     assert all(r["matches"] <= m["matches"] for r, m in zip(ratio, (r["synthetic"]["mnn"] for r in records)))
     assert synthetic["gain_vs_ratio_test"]["precision"] == pytest.approx(
