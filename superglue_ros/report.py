@@ -175,9 +175,12 @@ def _source_paragraph(document: dict[str, Any]) -> str:
 
 def _synthetic_section(synthetic: dict[str, Any], records: list[dict[str, Any]]) -> str:
     thresholds = [f"{t:g}px" for t in metrics.HOMOGRAPHY_AUC_THRESHOLDS]
-    rows = [[name, synthetic[name]["precision"], synthetic[name]["recall"], synthetic[name]["matches"]["median"]]
+    rows = [[name, synthetic[name]["precision"], synthetic[name]["recall"],
+             synthetic[name].get("precision_pooled", math.nan), synthetic[name].get("recall_pooled", math.nan),
+             synthetic[name]["matches"]["median"]]
             + [synthetic[name]["auc"][t] for t in thresholds] for name in METHODS if name in synthetic]
-    table = _table(["method", "precision", "recall", "median matches"] + [f"AUC@{t}" for t in thresholds], rows)
+    table = _table(["method", "precision", "recall", "pooled precision", "pooled recall", "median matches"]
+                   + [f"AUC@{t}" for t in thresholds], rows)
     curves = {name: [r["synthetic"][name]["corner_error"] for r in records] for name in METHODS if name in synthetic}
     return ("<h2>Synthetic homography benchmark</h2><p>Precision/recall of matches at 3 px; AUC of the mean "
             "corner error. All methods use the same keypoints; mnn_ratio adds Lowe's ratio test (0.8) "
