@@ -193,9 +193,3 @@ def mutual_nearest_neighbours(descriptors0: np.ndarray, descriptors1: np.ndarray
         keep &= (rows[:, 0] < ratio * rows[:, 1]) & (columns[0, best1] < ratio * columns[1, best1])
     matches0[keep] = best1[keep]
     return matches0
-    similarity = np.asarray(descriptors0, dtype=np.float64) @ np.asarray(descriptors1, dtype=np.float64).T
-    best1 = similarity.argmax(axis=1)
-    best0 = similarity.argmax(axis=0)
-    mutual = best0[best1] == np.arange(n0)
-    matches0[mutual] = best1[mutual]
-    return matches0
