@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from .features import Features, MatchResult
-from .optimal_transport import (MAX_EXP_DOMAIN_SPREAD, augment_with_dustbins, extract_matches,
-                                log_domain_sinkhorn, log_marginals, log_optimal_transport, scaling_sinkhorn)
+from .optimal_transport import (MAX_EXP_DOMAIN_SPREAD, augment_with_dustbins, log_domain_sinkhorn,
+                                log_marginals, log_optimal_transport, scaling_sinkhorn, spread_of)
 from .superglue import DEFAULT_CONFIG as SUPERGLUE_DEFAULTS
-from .superglue import SuperGlue
+from .superglue import SuperGlue, assignment_result, check_descriptor_dim, pair_or_batch, unmatchable_plan
 from .superglue import validate_config as validate_superglue_config
 from .superpoint import CELL, SuperPoint, extract_with
 from .superpoint import DEFAULT_CONFIG as SUPERPOINT_DEFAULTS
@@ -103,15 +103,20 @@ def export_models(superpoint: SuperPoint, superglue: SuperGlue, out_dir: str | o
     """
     check_number("opset", opset, MIN_OPSET, MAX_OPSET, integer=True)
     check_choice("sinkhorn", sinkhorn, SINKHORN_VARIANTS)
-    if superglue.config["sinkhorn_tolerance"] > 0:
-        raise ValueError("the ONNX graph runs a fixed number of Sinkhorn iterations; "
-                         f"sinkhorn_tolerance must be 0, got {superglue.config['sinkhorn_tolerance']}")
+    check_fixed_iterations(superglue.config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sp_path, sg_path = out / SUPERPOINT_FILE, out / SUPERGLUE_FILE
     export_superpoint(superpoint, sp_path, opset, superpoint_metadata(superpoint, weight_files[0]))
     export_superglue(superglue, sg_path, opset, sinkhorn, superglue_metadata(superglue, weight_files[1], sinkhorn))
     return sp_path, sg_path
+
+
+def check_fixed_iterations(config: dict[str, Any]) -> None:
+    """The graph runs a fixed number of Sinkhorn iterations: an early-stopping tolerance cannot apply."""
+    if config["sinkhorn_tolerance"] > 0:
+        raise ValueError("the ONNX graph runs a fixed number of Sinkhorn iterations; "
+                         f"sinkhorn_tolerance must be 0, got {config['sinkhorn_tolerance']}")
 
 
 def superpoint_metadata(superpoint: SuperPoint, weight_file: str | os.PathLike) -> dict[str, str]:
@@ -268,9 +273,7 @@ class OnnxSuperGlue:
             if self.config[name] != baked[name]:
                 raise ValueError(f"{path} was exported with {name}={baked[name]}, the configuration asks for "
                                  f"{self.config[name]}; export again with that value")
-        if self.config["sinkhorn_tolerance"] > 0:
-            raise ValueError("the ONNX graph runs a fixed number of Sinkhorn iterations; "
-                             "sinkhorn_tolerance must be 0")
+        check_fixed_iterations(self.config)
         self.bin_score = torch.tensor(float(self.metadata["bin_score"]))
         self.session = open_session(path, providers)
 
@@ -283,54 +286,32 @@ class OnnxSuperGlue:
         log-domain Sinkhorn redone in torch for a pair whose scores are too
         spread out for the graph's scaling iterations.
         """
-        if isinstance(features0, Features) and isinstance(features1, Features):
-            return self._match_pair(features0, features1, timings)
-        if isinstance(features0, Features) or isinstance(features1, Features):
-            raise TypeError("match() takes two Features or two sequences of Features")
-        if len(features0) != len(features1):
-            raise ValueError(f"batched match needs as many features0 as features1 "
-                             f"({len(features0)} != {len(features1)})")
-        return [self._match_pair(f0, f1, timings) for f0, f1 in zip(features0, features1)]
+        batch0, batch1, single = pair_or_batch(features0, features1)
+        check_descriptor_dim(batch0 + batch1, self.config["descriptor_dim"])
+        results = [self._match_pair(f0, f1, timings) for f0, f1 in zip(batch0, batch1)]
+        return results[0] if single else results
 
     def _match_pair(self, features0: Features, features1: Features,
                     timings: dict[str, float] | None) -> MatchResult:
-        dim = self.config["descriptor_dim"]
-        for f in (features0, features1):
-            if len(f) and f.descriptor_dim != dim:
-                raise ValueError(f"descriptors have dimension {f.descriptor_dim}, this SuperGlue expects {dim}")
         if self.config["sinkhorn_iterations"] != int(self.metadata["sinkhorn_iterations"]):
             raise ValueError(f"sinkhorn_iterations is baked into the ONNX graph "
                              f"({self.metadata['sinkhorn_iterations']}); export again to change it")
-        device = features0.device
         if not len(features0) or not len(features1):
-            return self._result(self._unmatchable(len(features0), len(features1)).to(device))
-        feeds = {**graph_inputs(features0, "0"), **graph_inputs(features1, "1")}
-        with StageClock(timings, "superglue_gnn"):
-            plan, raw_scores = self.session.run(list(SUPERGLUE_OUTPUTS), feeds)
-        log_assignment = torch.from_numpy(plan[0])
-        if coupling_spread(raw_scores, self.bin_score.item()) > MAX_EXP_DOMAIN_SPREAD:
-            with StageClock(timings, "sinkhorn"):
-                log_assignment = log_optimal_transport(torch.from_numpy(raw_scores), self.bin_score,
-                                                       self.config["sinkhorn_iterations"])[0]
-        return self._result(log_assignment.to(device))
+            plan = unmatchable_plan(len(features0), len(features1), self._transport, "cpu")
+        else:
+            feeds = {**graph_inputs(features0, "0"), **graph_inputs(features1, "1")}
+            with StageClock(timings, "superglue_gnn"):
+                plans, raw_scores = self.session.run(list(SUPERGLUE_OUTPUTS), feeds)
+            plan = torch.from_numpy(plans[0])
+            scores = torch.from_numpy(raw_scores)
+            if spread_of(augment_with_dustbins(scores, self.bin_score)) > MAX_EXP_DOMAIN_SPREAD:
+                with StageClock(timings, "sinkhorn"):
+                    plan = self._transport(scores)[0]
+        return assignment_result(plan.to(features0.device), self.config["match_threshold"])
 
-    def _unmatchable(self, n: int, m: int) -> torch.Tensor:
-        """Plan of a pair where one side has no keypoints, as SuperGlue computes it."""
-        if n + m == 0:
-            return torch.zeros((1, 1))
-        return log_optimal_transport(torch.zeros((1, n, m)), self.bin_score, self.config["sinkhorn_iterations"])[0]
-
-    def _result(self, log_assignment: torch.Tensor) -> MatchResult:
-        m0, m1, s0, s1 = extract_matches(log_assignment[None], self.config["match_threshold"])
-        return MatchResult(m0[0], m1[0], s0[0], s1[0], log_assignment)
-
-
-def coupling_spread(raw_scores: np.ndarray, bin_score: float) -> float:
-    """Range of the finite couplings (scores and dustbin score), the quantity ``sinkhorn`` tests."""
-    finite = raw_scores[np.isfinite(raw_scores)]
-    if not finite.size:
-        return 0.0
-    return float(max(finite.max(), bin_score) - min(finite.min(), bin_score))
+    def _transport(self, scores: torch.Tensor) -> torch.Tensor:
+        """Torch optimal transport with this graph's bin score and iterations, for what the graph cannot do."""
+        return log_optimal_transport(scores, self.bin_score, self.config["sinkhorn_iterations"])
 
 
 def graph_inputs(features: Features, suffix: str) -> dict[str, np.ndarray]:

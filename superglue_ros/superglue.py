@@ -11,7 +11,7 @@ image a keypoint belongs to.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -317,25 +317,18 @@ class SuperGlue(nn.Module):
         the seconds spent in the GNN ("superglue_gnn") and in Sinkhorn
         ("sinkhorn"); on CUDA that costs a synchronisation per stage.
         """
-        if isinstance(features0, Features) and isinstance(features1, Features):
-            return self._match_batch([features0], [features1], timings)[0]
-        if isinstance(features0, Features) or isinstance(features1, Features):
-            raise TypeError("match() takes two Features or two sequences of Features")
-        if len(features0) != len(features1):
-            raise ValueError(f"batched match needs as many features0 as features1 "
-                             f"({len(features0)} != {len(features1)})")
-        return self._match_batch(list(features0), list(features1), timings)
+        batch0, batch1, single = pair_or_batch(features0, features1)
+        results = self._match_batch(batch0, batch1, timings)
+        return results[0] if single else results
 
     def _match_batch(self, batch0: list[Features], batch1: list[Features],
                      timings: dict[str, float] | None) -> list[MatchResult]:
-        dim = self.config["descriptor_dim"]
-        for f in batch0 + batch1:
-            if len(f) and f.descriptor_dim != dim:
-                raise ValueError(f"descriptors have dimension {f.descriptor_dim}, this SuperGlue expects {dim}")
+        check_descriptor_dim(batch0 + batch1, self.config["descriptor_dim"])
         results: list[MatchResult | None] = [None] * len(batch0)
         full = [i for i, (f0, f1) in enumerate(zip(batch0, batch1)) if len(f0) and len(f1)]
         for i in set(range(len(batch0))) - set(full):
-            results[i] = self._unmatchable(len(batch0[i]), len(batch1[i]))
+            plan = unmatchable_plan(len(batch0[i]), len(batch1[i]), self.optimal_transport, self.bin_score.device)
+            results[i] = assignment_result(plan, self.config["match_threshold"])
         if full:
             padded = self._match_padded([batch0[i] for i in full], [batch1[i] for i in full], timings)
             for i, result in zip(full, padded):
@@ -354,19 +347,43 @@ class SuperGlue(nn.Module):
                                            mask0, mask1)["raw_scores"]
         with StageClock(timings, "sinkhorn", device):
             log_assignment = self.optimal_transport(raw_scores, mask0, mask1)
-        return [self._result(unpad_plan(log_assignment[b], len(f0), len(f1)))
+        return [assignment_result(unpad_plan(log_assignment[b], len(f0), len(f1)), self.config["match_threshold"])
                 for b, (f0, f1) in enumerate(zip(batch0, batch1))]
 
-    def _result(self, log_assignment: torch.Tensor) -> MatchResult:
-        m0, m1, s0, s1 = extract_matches(log_assignment[None], self.config["match_threshold"])
-        return MatchResult(m0[0], m1[0], s0[0], s1[0], log_assignment)
 
-    def _unmatchable(self, n: int, m: int) -> MatchResult:
-        """Result for a pair where one side has no keypoints: everything goes to the dustbins."""
-        device = self.bin_score.device
-        if n + m == 0:
-            return self._result(torch.zeros((1, 1), device=device))
-        return self._result(self.optimal_transport(torch.zeros((1, n, m), device=device))[0])
+def pair_or_batch(features0: Features | Sequence[Features], features1: Features | Sequence[Features],
+                  ) -> tuple[list[Features], list[Features], bool]:
+    """The two call forms of ``match`` -- (Features, Features) or two equal-length sequences --
+    as two lists, and whether a single pair was given."""
+    if isinstance(features0, Features) and isinstance(features1, Features):
+        return [features0], [features1], True
+    if isinstance(features0, Features) or isinstance(features1, Features):
+        raise TypeError("match() takes two Features or two sequences of Features")
+    if len(features0) != len(features1):
+        raise ValueError(f"batched match needs as many features0 as features1 "
+                         f"({len(features0)} != {len(features1)})")
+    return list(features0), list(features1), False
+
+
+def check_descriptor_dim(features: Sequence[Features], dim: int) -> None:
+    for f in features:
+        if len(f) and f.descriptor_dim != dim:
+            raise ValueError(f"descriptors have dimension {f.descriptor_dim}, this SuperGlue expects {dim}")
+
+
+def assignment_result(log_assignment: torch.Tensor, match_threshold: float) -> MatchResult:
+    """Matches and scores of one pair's (N+1, M+1) log assignment."""
+    m0, m1, s0, s1 = extract_matches(log_assignment[None], match_threshold)
+    return MatchResult(m0[0], m1[0], s0[0], s1[0], log_assignment)
+
+
+def unmatchable_plan(n: int, m: int, transport: Callable[[torch.Tensor], torch.Tensor],
+                     device: torch.device | str) -> torch.Tensor:
+    """(n+1, m+1) log assignment of a pair where one side has no keypoints: all mass to the
+    dustbins, as ``transport`` (scores (1, n, m) -> plans) computes it."""
+    if n + m == 0:
+        return torch.zeros((1, 1), device=device)
+    return transport(torch.zeros((1, n, m), device=device))[0]
 
 
 def pad_features(batch: Sequence[Features], device: torch.device,
