@@ -31,6 +31,7 @@ from .geometry import HomographyEstimate, estimate_homography
 from .matcher import Matcher, PairMatch
 from .messages import homography_fields, matches_fields
 from .preprocess import resize_gray, resized_shape, to_gray_float
+from .synthetic import ground_truth_matches, sample_homography, warp_image
 
 SCHEMA_VERSION = 1
 MODES = ("sequential", "stereo")
@@ -180,8 +181,6 @@ def synthetic_pairs(bag: Bag, config: EvalConfig, resize: int | tuple[int, int] 
     of frame i is seeded by (seed, i, k), with k left out for the first warp
     so that one-warp runs keep their pairs.
     """
-    from .synthetic import sample_homography, warp_image
-
     decode = _Decoder(bag)
     for raw in bag.raw_frames([config.topic]):
         if raw.index % config.stride:
@@ -254,11 +253,14 @@ def match_frames(matcher: Matcher, pair: Pair, synthetic: bool) -> PairMatch:
                          (pair.frame0.topic, pair.frame0.index), (pair.frame1.topic, pair.frame1.index))
 
 
-def score_synthetic(pair_match: PairMatch, h_true: np.ndarray, threshold: float) -> dict[str, dict[str, float]]:
+def score_synthetic(pair_match: PairMatch, h_true: np.ndarray,
+                    estimate: HomographyEstimate) -> dict[str, dict[str, float]]:
     """SuperGlue and the descriptor baselines (mutual nearest neighbours, alone and with Lowe's
-    ratio test) scored on the same keypoints and truth."""
-    from .synthetic import ground_truth_matches
+    ratio test) scored on the same keypoints and truth.
 
+    ``estimate`` is the homography already fitted to SuperGlue's matches; the
+    baselines' are fitted with its RANSAC threshold.
+    """
     kpts0 = pair_match.features0.keypoints.cpu().numpy()
     kpts1 = pair_match.features1.keypoints.cpu().numpy()
     gt0, _ = ground_truth_matches(kpts0, kpts1, h_true)
@@ -274,11 +276,12 @@ def score_synthetic(pair_match: PairMatch, h_true: np.ndarray, threshold: float)
     for name, matches0 in candidates.items():
         correct, scored, positives = metrics.match_counts(matches0, gt0)
         matched = np.flatnonzero(matches0 >= 0)
-        estimate = estimate_homography(kpts0[matched], kpts1[matches0[matched]], threshold=threshold)
-        error = metrics.mean_corner_error(estimate.h if estimate.valid else None, h_true, height, width)
+        fitted = estimate if name == "superglue" else estimate_homography(
+            kpts0[matched], kpts1[matches0[matched]], threshold=estimate.threshold)
+        error = metrics.mean_corner_error(fitted.h if fitted.valid else None, h_true, height, width)
         scores[name] = {"matches": int(matched.size), "precision": metrics.ratio_or_nan(correct, scored),
                         "recall": metrics.ratio_or_nan(correct, positives), "correct": correct, "scored": scored,
-                        "corner_error": error, "inliers": estimate.num_inliers}
+                        "corner_error": error, "inliers": fitted.num_inliers}
     scores["keypoints"] = {"keypoints0": int(len(kpts0)), "keypoints1": int(len(kpts1)),
                            "ground_truth_matches": int((gt0 >= 0).sum())}
     return scores
@@ -431,7 +434,7 @@ class Run:
             "homography_reason": estimate.reason, "timings_s": timings,
         }
         if pair.h_true is not None:
-            record["synthetic"] = score_synthetic(pair_match, pair.h_true, self.config.ransac_threshold)
+            record["synthetic"] = score_synthetic(pair_match, pair.h_true, estimate)
         if self.pose is not None:
             record["pose"] = score_pose(points0, points1, pair, self.pose[0], self.pose[1],
                                         int(self.config.gt_tolerance * 1e9))

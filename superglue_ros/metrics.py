@@ -37,15 +37,8 @@ def match_counts(matches0: np.ndarray, gt_matches0: np.ndarray) -> tuple[int, in
     return int(correct.sum()), int(predicted.sum()), int((gt_matches0 >= 0).sum())
 
 
-def precision_recall(matches0: np.ndarray, gt_matches0: np.ndarray) -> tuple[float, float]:
-    """Match precision (correct / scored predictions) and recall (correct / ground-truth
-    matches) of one pair, see :func:`match_counts`. An empty denominator gives NaN
-    (undefined, not zero)."""
-    correct, predicted, positives = match_counts(matches0, gt_matches0)
-    return ratio_or_nan(correct, predicted), ratio_or_nan(correct, positives)
-
-
 def ratio_or_nan(numerator: int, denominator: int) -> float:
+    """A precision or recall: NaN when its denominator is empty (undefined, not zero)."""
     return float(numerator) / float(denominator) if denominator else math.nan
 
 

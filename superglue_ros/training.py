@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from .features import Features
-from .open_model import build_extractor, save_open_model
+from .metrics import match_counts
+from .open_model import build_extractor, load_open_model, save_open_model
 from .optimal_transport import extract_matches
 from .preprocess import image_files
 from .sift import SIFT
@@ -111,11 +112,9 @@ def superglue_config(descriptor_dim: int, layers: int, sinkhorn_iterations: int)
 
 
 def features_config(name: str, num_keypoints: int) -> dict[str, Any]:
-    if name == "sift":
-        return {"name": "sift", "max_keypoints": num_keypoints}
-    if name == "superpoint":
-        return {"name": "superpoint", "max_keypoints": num_keypoints}
-    raise ValueError(f"features must be 'sift' or 'superpoint', got {name!r}")
+    if name not in DESCRIPTOR_DIMS:
+        raise ValueError(f"features must be 'sift' or 'superpoint', got {name!r}")
+    return {"name": name, "max_keypoints": num_keypoints}
 
 
 def load_gray(path: Path, max_side: int) -> np.ndarray:
@@ -264,14 +263,13 @@ def validate(model: SuperGlue, batches: Sequence[Batch], device: torch.device) -
     Predictions for ignored keypoints (label -2) count neither way, as in the loss.
     """
     model.eval()
-    correct = predicted = positives = 0
+    totals = np.zeros(3, dtype=np.int64)
     for batch in batches:
         batch = batch.to(device)
         log_assignment = model(*batch.inputs())["log_assignment"]
         matches0 = extract_matches(log_assignment, model.config["match_threshold"])[0]
-        correct += int(((matches0 >= 0) & (matches0 == batch.gt0)).sum())
-        predicted += int(((matches0 >= 0) & (batch.gt0 != -2)).sum())
-        positives += int((batch.gt0 >= 0).sum())
+        totals += match_counts(matches0.cpu().numpy(), batch.gt0.cpu().numpy())
+    correct, predicted, positives = (int(t) for t in totals)
     return correct / max(predicted, 1), correct / max(positives, 1)
 
 
@@ -300,8 +298,6 @@ def resumed_config(config: TrainConfig, checkpoint: dict[str, Any]) -> TrainConf
 
 def initial_weights(path: str, model_config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Weights of a model file to continue from (fine-tuning), if its architecture is this run's."""
-    from .open_model import load_open_model
-
     _, superglue, _ = load_open_model(path)
     architecture = ("descriptor_dim", "keypoint_encoder", "GNN_layers", "num_heads")
     theirs = {key: superglue.config[key] for key in architecture}

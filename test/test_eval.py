@@ -20,6 +20,7 @@ from superglue_ros import metrics
 from superglue_ros.bagio import open_bag
 from superglue_ros.cli import main
 from superglue_ros.evaluation import EvalConfig, estimate_relative_pose, evaluate, frame_pairs, score_synthetic
+from superglue_ros.geometry import estimate_homography
 from superglue_ros.matcher import Matcher
 from superglue_ros.messages import Stamp
 from test_bagio import PERIOD_NS, START_NS, graffiti_frames, write_image_bag
@@ -142,16 +143,17 @@ def test_synthetic_homography_scores_both_methods_on_the_same_keypoints(
     rng = np.random.default_rng(1)
     h = sample_homography(rng, 240, 320, 0.5)
     pair = matcher.match(gray, warp_image(gray, h, rng))
-    scores = score_synthetic(pair, h, 3.0)
+    scores = score_synthetic(pair, h, estimate_homography(*pair.matched_points()[:2], threshold=3.0))
     kpts0, kpts1 = pair.features0.keypoints.numpy(), pair.features1.keypoints.numpy()
     gt0, _ = ground_truth_matches(kpts0, kpts1, h)
     baseline = metrics.mutual_nearest_neighbours(pair.features0.descriptors.numpy(), pair.features1.descriptors.numpy())
     assert scores["keypoints"] == {"keypoints0": len(kpts0), "keypoints1": len(kpts1),
                                    "ground_truth_matches": int((gt0 >= 0).sum())}
-    assert (scores["mnn"]["precision"], scores["mnn"]["recall"]) == pytest.approx(
-        metrics.precision_recall(baseline, gt0), nan_ok=True)
-    assert (scores["superglue"]["precision"], scores["superglue"]["recall"]) == pytest.approx(
-        metrics.precision_recall(pair.result.matches0.numpy().reshape(-1), gt0), nan_ok=True)
+    for name, matches0 in (("mnn", baseline), ("superglue", pair.result.matches0.numpy().reshape(-1))):
+        correct, scored, positives = metrics.match_counts(matches0, gt0)
+        assert (scores[name]["correct"], scores[name]["scored"]) == (correct, scored)
+        assert (scores[name]["precision"], scores[name]["recall"]) == pytest.approx(
+            (metrics.ratio_or_nan(correct, scored), metrics.ratio_or_nan(correct, positives)), nan_ok=True)
 
     bag_path = write_image_bag(tmp_path / "bag", {TOPIC: frames[:2]})
     config = EvalConfig(bag=str(bag_path), topic=TOPIC, synthetic=True, strength=0.5)

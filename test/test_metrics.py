@@ -11,21 +11,20 @@ from superglue_ros.geometry import estimate_homography, project
 from superglue_ros.synthetic import sample_homography
 
 
-def test_precision_recall_small_case() -> None:
+def test_match_counts_small_case() -> None:
     # keypoint: 0 correct; 1 wrong partner; 2 missed; 3 ambiguous truth (prediction not counted); 4 false match
     matches0 = np.array([1, 0, -1, 2, 3])
     gt_matches0 = np.array([1, 2, 0, -2, -1])
-    precision, recall = metrics.precision_recall(matches0, gt_matches0)
-    assert precision == pytest.approx(1 / 3)
-    assert recall == pytest.approx(1 / 3)
+    correct, scored, positives = metrics.match_counts(matches0, gt_matches0)
+    assert (correct, scored, positives) == (1, 3, 3)  # precision 1/3, recall 1/3
 
 
-def test_precision_recall_perfect_and_undefined() -> None:
-    assert metrics.precision_recall(np.array([2, -1, 0]), np.array([2, -1, 0])) == (1.0, 1.0)
-    precision, recall = metrics.precision_recall(np.array([-1, -1]), np.array([-1, -1]))
-    assert math.isnan(precision) and math.isnan(recall)
+def test_match_counts_perfect_and_undefined() -> None:
+    assert metrics.match_counts(np.array([2, -1, 0]), np.array([2, -1, 0])) == (2, 2, 2)
+    assert metrics.match_counts(np.array([-1, -1]), np.array([-1, -1])) == (0, 0, 0)
+    assert math.isnan(metrics.ratio_or_nan(0, 0)) and metrics.ratio_or_nan(1, 4) == 0.25
     with pytest.raises(ValueError, match="differ in shape"):
-        metrics.precision_recall(np.array([1]), np.array([1, 2]))
+        metrics.match_counts(np.array([1]), np.array([1, 2]))
 
 
 def test_mean_corner_error_by_hand() -> None:
@@ -66,9 +65,9 @@ def test_synthetic_warp_with_outliers_recovers_homography() -> None:
     matches0 = np.arange(len(grid))
     gt0 = matches0.copy()
     gt0[outliers] = -1
-    precision, recall = metrics.precision_recall(matches0, gt0)
-    assert precision == pytest.approx(1 - len(outliers) / len(grid))
-    assert recall == 1.0
+    correct, scored, positives = metrics.match_counts(matches0, gt0)
+    assert correct / scored == pytest.approx(1 - len(outliers) / len(grid))
+    assert correct == positives
 
 
 def test_rotation_translation_and_pose_errors() -> None:
