@@ -20,7 +20,7 @@ from .image_codec import ImageDecodeError, decode_image
 from .matcher import Matcher, PairMatch
 from .messages import Stamp, homography_fields, matches_fields
 from .pairing import ApproximateSync, StampedFrame
-from .parameters import DEFAULTS, resolve, validate
+from .parameters import DEFAULTS, coerce, resolve, validate
 from .viz import draw_matches
 
 SUPERPOINT_PARAMETERS = ("max_keypoints", "keypoint_threshold", "nms_radius")
@@ -160,8 +160,7 @@ class MatcherCore:
         if name == "sinkhorn_iterations" and self.matcher.backend == "onnxruntime":
             raise ValueError("sinkhorn_iterations is baked into the ONNX graph of backend 'onnxruntime'; "
                              "restart the node to change it")
-        if isinstance(self.params[name], float) and isinstance(value, int):
-            value = float(value)
+        value = coerce(name, value)
         self._apply_model_parameter(name, value)
         if name == "slop":
             self.sync.set_slop(value)

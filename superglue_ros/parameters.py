@@ -98,9 +98,8 @@ def validate(name: str, value: Any) -> None:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, got {value!r}")
     elif isinstance(parameter.default, (int, float)):
-        integer = isinstance(parameter.default, int)
-        number = float(value) if not integer and isinstance(value, int) and not isinstance(value, bool) else value
-        check_number(name, number, parameter.minimum, parameter.maximum, integer=integer)
+        check_number(name, coerce(name, value), parameter.minimum, parameter.maximum,
+                     integer=isinstance(parameter.default, int))
     elif not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {value!r}")
 
@@ -110,9 +109,16 @@ def resolve(overrides: dict[str, Any]) -> dict[str, Any]:
     values = dict(DEFAULTS)
     for name, value in overrides.items():
         validate(name, value)
-        default = BY_NAME[name].default
-        values[name] = float(value) if isinstance(default, float) and not isinstance(value, bool) else value
+        values[name] = coerce(name, value)
     return values
+
+
+def coerce(name: str, value: Any) -> Any:
+    """The value as the parameter holds it: an integer given for a float parameter (YAML's
+    ``1`` for ``1.0``, a ``ros2 param set`` without a decimal point) becomes a float."""
+    if isinstance(BY_NAME[name].default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def render_yaml() -> str:
