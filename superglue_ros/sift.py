@@ -31,8 +31,7 @@ class SIFT:
 
     def __init__(self, max_keypoints: int = 1024, contrast_threshold: float = 0.04,
                  edge_threshold: float = 10.0, sigma: float = 1.6, n_octave_layers: int = 3) -> None:
-        if isinstance(max_keypoints, bool) or not isinstance(max_keypoints, int) or max_keypoints < 1:
-            raise ValueError(f"max_keypoints must be an integer >= 1, got {max_keypoints!r}")
+        check_number("max_keypoints", max_keypoints, 1, None, integer=True)
         check_number("contrast_threshold", contrast_threshold, 0.0, 1.0)
         check_number("edge_threshold", edge_threshold, 0.0, None)
         check_number("sigma", sigma, 0.0, None)
