@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from .image_codec import COMPRESSED_IMAGE, RAW_IMAGE, ImageDecodeError, decode_image
 from .messages import Stamp, msg_definitions
+from .preprocess import IMAGE_SUFFIXES, image_files
 
 IMAGE_TYPES = (RAW_IMAGE, COMPRESSED_IMAGE)
 STORAGES = ("sqlite3", "mcap")
@@ -159,8 +161,6 @@ IMAGE_FILE = "image file"
 
 def is_image_folder(path: str | Path) -> bool:
     """A folder of image files rather than a rosbag2 recording (which has metadata.yaml)."""
-    from .preprocess import IMAGE_SUFFIXES
-
     path = Path(path)
     return (path.is_dir() and not (path / "metadata.yaml").is_file()
             and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()))
@@ -175,8 +175,6 @@ class ImageFolder:
     """
 
     def __init__(self, path: Path) -> None:
-        from .preprocess import image_files
-
         self.path = path
         self.files = image_files(path)
 
@@ -200,8 +198,6 @@ class ImageFolder:
                 yield RawFrame(index, IMAGE_FOLDER_TOPIC, IMAGE_FILE, index * 1_000_000_000, str(path).encode())
 
     def decode(self, raw: RawFrame) -> ImageFrame:
-        import cv2
-
         path = raw.data.decode()
         image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
         if image is None or image.size == 0:
