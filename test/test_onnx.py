@@ -244,6 +244,17 @@ def test_cli_export_reports_missing_weights_in_one_line(weight_files, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_export_with_default_weights(tmp_path, capsys, monkeypatch):
+    """--weights auto (the default): without official weights, one line saying SuperPoint is needed."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SUPERGLUE_ROS_WEIGHTS_DIR", raising=False)
+    code = main(["export-onnx", "--out", str(tmp_path / "out"), "--weights-dir", str(tmp_path / "empty")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "has no SuperPoint" in error and error.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_golden_synthetic_pair_through_onnxruntime(tmp_path):
     """Reference weights at 1024 keypoints and 100 Sinkhorn iterations (../shared/golden/synthetic)."""
     folder = require(GOLDEN / "synthetic")

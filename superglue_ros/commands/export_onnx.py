@@ -25,20 +25,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..matcher import load_models
     from ..onnx_export import export_models
-    from ..superglue import SuperGlue
     from ..superpoint import SuperPoint
-    from ..weights import WeightsError, find_official, load_into
+    from ..weights import WeightsError
 
     kwargs = matcher_kwargs(args)
     try:
-        weight_files = (args.superpoint_weights or find_official("superpoint", args.weights_dir),
-                        args.superglue_weights or find_official(args.weights, args.weights_dir))
-        superpoint = SuperPoint(**kwargs["superpoint"])
-        superglue = SuperGlue(**kwargs["superglue"])
-        load_into(superpoint, weight_files[0])
-        load_into(superglue, weight_files[1])
-        paths = export_models(superpoint, superglue, args.out, weight_files, args.opset, args.sinkhorn)
+        models = load_models(args.weights, args.weights_dir, args.superpoint_weights, args.superglue_weights,
+                             kwargs["superpoint"], kwargs["superglue"])
+        if not isinstance(models.extractor, SuperPoint):
+            raise CommandError(f"export-onnx exports SuperPoint + SuperGlue; {models.name} has no SuperPoint "
+                               "(the official weights are needed)")
+        paths = export_models(models.extractor, models.superglue, args.out, models.files, args.opset, args.sinkhorn)
     except (ValueError, WeightsError) as error:
         raise CommandError(str(error)) from None
     except ModuleNotFoundError as error:
