@@ -108,7 +108,7 @@ class Bag:
             message = self.reader.deserialize(raw.data, raw.msgtype)
         except _reader_errors() as error:
             raise BagError(f"cannot decode message {raw.index} on {raw.topic}: {_one_line(error)}") from None
-        stamp = Stamp(int(message.header.stamp.sec), int(message.header.stamp.nanosec), message.header.frame_id)
+        stamp = Stamp.from_header(message.header)
         try:
             image = decode_image(message, raw.msgtype, raw.topic)
         except ImageDecodeError as error:

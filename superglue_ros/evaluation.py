@@ -29,7 +29,7 @@ from . import metrics
 from .bagio import Bag, ImageFrame, OutputBag, RawFrame
 from .geometry import HomographyEstimate, estimate_homography
 from .matcher import Matcher, PairMatch
-from .messages import homography_fields, matches_fields
+from .messages import Stamp, homography_fields, matches_fields
 from .preprocess import resize_gray, resized_shape, to_gray_float
 from .synthetic import ground_truth_matches, sample_homography, warp_image
 
@@ -230,8 +230,7 @@ def stereo_pairs(bag: Bag, config: EvalConfig) -> Iterator[Pair]:
 
 def header_stamp(bag: Bag, raw: RawFrame) -> int:
     """Header stamp [ns] of a serialised image (deserialising is cheap next to decoding pixels)."""
-    stamp = bag.deserialize(raw.data, raw.msgtype).header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    return Stamp.from_header(bag.deserialize(raw.data, raw.msgtype).header).nanoseconds
 
 
 def frame_pairs(bag: Bag, config: EvalConfig, resize: int | tuple[int, int] | None = None) -> Iterator[Pair]:
@@ -318,8 +317,7 @@ def _pose_from_message(message: Any, msgtype: str, frame_id: str) -> list[tuple[
         pose = (message.pose.orientation, message.pose.position)
     else:
         pose = (message.pose.pose.orientation, message.pose.pose.position)
-    stamp = int(message.header.stamp.sec) * 1_000_000_000 + int(message.header.stamp.nanosec)
-    return [(stamp, pose[0], pose[1])]
+    return [(Stamp.from_header(message.header).nanoseconds, pose[0], pose[1])]
 
 
 def load_pose_track(bag: Bag, topic: str, frame_id: str) -> PoseTrack:

@@ -32,6 +32,11 @@ class Stamp:
     frame_id: str = ""
 
     @staticmethod
+    def from_header(header: Any) -> "Stamp":
+        """From a std_msgs/Header of any message implementation (rclpy, rosbags)."""
+        return Stamp(int(header.stamp.sec), int(header.stamp.nanosec), header.frame_id)
+
+    @staticmethod
     def from_nanoseconds(nanoseconds: int, frame_id: str = "") -> "Stamp":
         return Stamp(int(nanoseconds // 1_000_000_000), int(nanoseconds % 1_000_000_000), frame_id)
 

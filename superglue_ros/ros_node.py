@@ -24,6 +24,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from .image_codec import COMPRESSED_IMAGE, RAW_IMAGE
+from .messages import Stamp
 from .msg import Homography, Matches
 from .node_logic import Job, MatcherCore, Output, debug_image, matcher_from_parameters
 from .pairing import LatestSlot, StampedFrame
@@ -72,8 +73,8 @@ class MatcherNode(Node):
             for side, base in enumerate(bases)]
 
     def _on_image(self, side: int, msg: Any) -> None:
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        frame = StampedFrame(stamp_ns, msg, time.monotonic(), msg.header.frame_id)
+        stamp = Stamp.from_header(msg.header)
+        frame = StampedFrame(stamp.nanoseconds, msg, time.monotonic(), stamp.frame_id)
         with self.accept_lock:
             job = self.core.accept(side, frame, self.msgtype)
             if job is not None and self.slot.put(job):
