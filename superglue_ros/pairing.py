@@ -35,7 +35,7 @@ class ApproximateSync:
     """
 
     def __init__(self, slop: float, queue_size: int) -> None:
-        self.slop_ns = int(slop * 1e9)
+        self.set_slop(slop)
         self.queues: tuple[deque[StampedFrame], deque[StampedFrame]] = (deque(), deque())
         self.queue_size = queue_size
 
