@@ -8,7 +8,7 @@ from ..cli import CommandError
 
 
 def add_matcher_options(parser: argparse.ArgumentParser) -> None:
-    from ..matcher import MODEL_CHOICES
+    from ..matcher import MODEL_CHOICES, PRECISIONS
 
     group = parser.add_argument_group("model")
     group.add_argument("--weights", default="auto", metavar="{" + ",".join(MODEL_CHOICES) + "} or MODEL.pt",
@@ -33,7 +33,7 @@ def add_matcher_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--sinkhorn-tolerance", type=float,
                        help="stop Sinkhorn early once row marginals are this close (default 0: run all "
                             "iterations, the exact mode)")
-    group.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+    group.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS),
                        help="fp32 is exact; bf16 (CPU) / fp16 (CUDA) trade a few matches for speed "
                             "(default: %(default)s)")
     group.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
