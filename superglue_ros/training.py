@@ -43,7 +43,7 @@ PREFERRED_TRIES, MAX_TRIES = 10, 100  # random views drawn per pair (see sample_
 VALIDATION_EVERY_NTH = 10  # one image in ten (by a hash of its name) validates instead of training
 # The run's identity: a resumed run takes these from its checkpoint.
 RUN_FIELDS = ("images", "features", "batch", "lr", "seed", "num_keypoints", "crop", "max_side",
-              "layers", "sinkhorn_iterations", "val_pairs", "init")
+              "layers", "sinkhorn_iterations", "val_pairs", "init", "min_keypoints")
 DESCRIPTOR_DIMS = {"sift": 128, "superpoint": 256}
 
 
@@ -65,6 +65,7 @@ class TrainConfig:
     val_every: int = 100
     val_pairs: int = 24
     num_keypoints: int = 384
+    min_keypoints: int | None = None
     crop: tuple[int, int] = (360, 480)
     max_side: int = 640
     layers: int = 3
@@ -182,10 +183,13 @@ def sample_pair(images: Sequence[np.ndarray], rng: np.random.Generator, extracto
     raise ValueError(f"no keypoints found in {MAX_TRIES} random views of the images; are they blank?")
 
 
-def collate(pairs: Sequence[Pair]) -> Batch:
-    """Keep the strongest min-count keypoints of every image, then label them under the known warps."""
+def collate(pairs: Sequence[Pair], limit: int | None = None) -> Batch:
+    """Keep the strongest min-count (at most ``limit``) keypoints of every image, then label them
+    under the known warps."""
     n = min(len(p.features0) for p in pairs)
     m = min(len(p.features1) for p in pairs)
+    if limit is not None:
+        n, m = min(n, limit), min(m, limit)
     if n == 0 or m == 0:
         raise ValueError("every pair of a batch needs keypoints in both images")
     labels = [ground_truth_matches(p.features0.keypoints[:n].numpy(), p.features1.keypoints[:m].numpy(), p.h)
@@ -208,8 +212,18 @@ def training_batch(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint, c
                    step: int) -> Batch:
     """The batch of ``step``: identical whenever and however often it is drawn."""
     rng = np.random.default_rng([config.seed, 0, step])
-    return collate([sample_pair(images, rng, extractor, config.crop, config.num_keypoints // 2)
-                    for _ in range(config.batch)])
+    count = step_keypoints(config, rng)
+    return collate([sample_pair(images, rng, extractor, config.crop, count // 2) for _ in range(config.batch)],
+                   count)
+
+
+def step_keypoints(config: TrainConfig, rng: np.random.Generator) -> int:
+    """Keypoints per image for one step: ``num_keypoints``, or with ``min_keypoints`` a log-uniform draw
+    between the two, so that one model serves sparse and dense images alike (the matcher sees any count)."""
+    low = config.min_keypoints
+    if low is None or low >= config.num_keypoints:
+        return config.num_keypoints
+    return int(round(np.exp(rng.uniform(np.log(low), np.log(config.num_keypoints)))))
 
 
 def validation_batches(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint,
@@ -296,16 +310,30 @@ def resumed_config(config: TrainConfig, checkpoint: dict[str, Any]) -> TrainConf
     return dataclasses.replace(config, **run)
 
 
-def initial_weights(path: str, model_config: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Weights of a model file to continue from (fine-tuning), if its architecture is this run's."""
+def initialise_from(model: SuperGlue, path: str) -> None:
+    """Start from the weights of a model file (fine-tuning), possibly a shallower one (growing).
+
+    A model with fewer attention layers fills the first layers; each added
+    layer starts with its residual update at zero (last MLP projection), so
+    the grown model computes exactly what the file's model did and training
+    goes on from there instead of from scratch.
+    """
     _, superglue, _ = load_open_model(path)
-    architecture = ("descriptor_dim", "keypoint_encoder", "GNN_layers", "num_heads")
+    architecture = ("descriptor_dim", "keypoint_encoder", "num_heads")
     theirs = {key: superglue.config[key] for key in architecture}
-    ours = {key: model_config[key] for key in architecture}
-    if theirs != ours:
-        raise ValueError(f"--init {path}: its SuperGlue {theirs} differs from this run's {ours} "
-                         "(match --features and --layers)")
-    return superglue.state_dict()
+    ours = {key: model.config[key] for key in architecture}
+    layers, known = list(model.config["GNN_layers"]), list(superglue.config["GNN_layers"])
+    if theirs != ours or layers[:len(known)] != known:
+        raise ValueError(f"--init {path}: its SuperGlue {theirs} with layers {known} does not fit this run's "
+                         f"{ours} with layers {layers} (match --features; --layers may only grow)")
+    missing, unexpected = model.load_state_dict(superglue.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("gnn.layers.") for key in missing):
+        raise ValueError(f"--init {path}: unexpected weights {unexpected or missing}")
+    with torch.no_grad():
+        for layer in model.gnn.layers[len(known):]:
+            last = layer.mlp[-1]
+            last.weight.zero_()
+            last.bias.zero_()
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
@@ -324,7 +352,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     model_config = superglue_config(DESCRIPTOR_DIMS[config.features], config.layers, config.sinkhorn_iterations)
     model = SuperGlue(**model_config)
     if config.init and checkpoint is None:
-        model.load_state_dict(initial_weights(config.init, model_config))
+        initialise_from(model, config.init)
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start, history = 0, []

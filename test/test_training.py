@@ -17,8 +17,8 @@ from superglue_ros.sift import SIFT
 from superglue_ros.superglue import SuperGlue
 from superglue_ros.synthetic import sample_homography
 from superglue_ros.training import (
-    TrainConfig, checkpoint_path, collate, features_config, make_pair, nll_loss, sample_pair, superglue_config, train,
-    training_batch, training_step)
+    TrainConfig, checkpoint_path, collate, features_config, initialise_from, make_pair, nll_loss, sample_pair,
+    superglue_config, train, training_batch, training_step)
 
 
 def textured(seed: int, height: int = 240, width: int = 320) -> np.ndarray:
@@ -72,6 +72,17 @@ def test_batches_are_labelled_and_reproducible(image_dir: Path, tmp_path: Path) 
     assert a.keypoints0.shape[0] == 2 and a.gt0.shape == a.keypoints0.shape[:2]
     assert (a.gt0 >= 0).any() and (a.gt0 == -1).any()
     assert not torch.equal(a.keypoints0, training_batch(images, sift, config, 4).keypoints0)
+
+
+def test_keypoint_counts_vary_between_steps_with_min_keypoints(image_dir: Path, tmp_path: Path) -> None:
+    images = [textured(k, 480, 640) for k in range(2)]
+    sift = SIFT(max_keypoints=400)
+    config = tiny_config(image_dir, tmp_path / "m.pt", num_keypoints=400, min_keypoints=20, crop=(480, 640))
+    counts = [training_batch(images, sift, config, step).keypoints0.shape[1] for step in range(6)]
+    assert all(20 <= count <= 400 for count in counts) and len(set(counts)) > 3
+    assert training_batch(images, sift, config, 2).keypoints0.shape[1] == counts[2]
+    fixed = dataclasses.replace(config, min_keypoints=None)
+    assert {training_batch(images, sift, fixed, step).keypoints0.shape[1] for step in range(3)} == {400}
 
 
 def test_plain_images_are_redrawn_and_a_blank_folder_is_an_error() -> None:
@@ -157,8 +168,33 @@ def test_fine_tuning_starts_from_a_model_file(image_dir: Path, tmp_path: Path, o
     for name, value in before.named_parameters():
         assert torch.equal(value, dict(after.named_parameters())[name]), name
     assert meta["train_config"]["init"] == source.out
-    with pytest.raises(ValueError, match="differs"):
-        train(tiny_config(image_dir, tmp_path / "other.pt", steps=1, layers=2, init=source.out), progress=False)
+    with pytest.raises(ValueError, match="does not fit"):
+        initialise_from(SuperGlue(**superglue_config(256, 1, 10)), source.out)
+
+
+def test_a_grown_model_starts_out_computing_what_the_shallower_file_did(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    small = SuperGlue(**superglue_config(128, 1, 20)).eval()
+    with torch.no_grad():
+        for parameter in small.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    save_open_model(tmp_path / "small.pt", small, {"name": "sift", "max_keypoints": 64}, {})
+    grown = SuperGlue(**superglue_config(128, 3, 20))
+    initialise_from(grown, str(tmp_path / "small.pt"))
+    pair = make_pair(textured(3), np.random.default_rng(3), SIFT(max_keypoints=64))
+    with torch.inference_mode():
+        expected = small.match(pair.features0, pair.features1).log_assignment
+        assert torch.allclose(grown.eval().match(pair.features0, pair.features1).log_assignment, expected, atol=1e-6)
+    added = grown.gnn.layers[2].mlp[-1].weight
+    assert not added.abs().any() and added.requires_grad
+    with pytest.raises(ValueError, match="may only grow"):
+        initialise_from(SuperGlue(**superglue_config(128, 1, 20)), str(_saved(tmp_path, grown)))
+
+
+def _saved(folder: Path, model: SuperGlue) -> Path:
+    path = folder / "saved.pt"
+    save_open_model(path, model, {"name": "sift", "max_keypoints": 64}, {})
+    return path
 
 
 def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -169,4 +205,5 @@ def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert "wrote" in capsys.readouterr().out
     assert main(["train", "--images", str(tmp_path / "missing"), "--steps", "1"]) == 2
     assert main(["train", "--images", str(image_dir), "--steps", "1", "--init", str(tmp_path / "none.pt")]) == 2
+    assert main(["train", "--images", str(image_dir), "--keypoints", "32", "--min-keypoints", "64"]) == 2
     assert features_config("sift", 10) == {"name": "sift", "max_keypoints": 10}

@@ -24,13 +24,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--layers", type=int, default=3, help="self+cross attention layer pairs (default: %(default)s)")
     parser.add_argument("--keypoints", type=int, default=384, help="keypoints per training image (default: %(default)s)")
+    parser.add_argument("--min-keypoints", type=int, metavar="N",
+                        help="draw each step's keypoint count log-uniformly from N to --keypoints, so the model "
+                             "also learns sparse images (default: always --keypoints)")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     parser.add_argument("--out", default="model.pt",
                         help="final model file; checkpoints go to OUT's stem + .ckpt.pt (default: %(default)s)")
     parser.add_argument("--resume", metavar="CKPT", help="continue the run stored in this checkpoint (its images, model, batch, "
                                                         "keypoints, lr and seed; --steps may extend it)")
     parser.add_argument("--init", metavar="MODEL", help="start from the weights of this model file (fine-tuning; "
-                        "a fresh schedule and optimiser), e.g. sift_open")
+                        "a fresh schedule and optimiser), e.g. sift_open; with more --layers than it has, the "
+                        "added layers start as identities")
     parser.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=(360, 480),
                         help="size of the random training views (default: %(default)s)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="default: %(default)s")
@@ -49,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps", "batch", "layers", "keypoints", "checkpoint_every", "val_every"):
         if getattr(args, name) < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.min_keypoints is not None and not 1 <= args.min_keypoints <= args.keypoints:
+        raise CommandError(f"--min-keypoints must be between 1 and --keypoints ({args.keypoints})")
     if not Path(args.images).is_dir():
         raise CommandError(f"--images {args.images}: not a folder")
     if min(args.crop) < 16:
@@ -65,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(images=args.images, features=args.features, steps=args.steps, batch=args.batch,
                          lr=args.lr, seed=args.seed, device=args.device, out=args.out, resume=args.resume,
                          checkpoint_every=args.checkpoint_every, val_every=args.val_every,
-                         num_keypoints=args.keypoints, layers=args.layers, init=args.init, crop=tuple(args.crop))
+                         num_keypoints=args.keypoints, min_keypoints=args.min_keypoints, layers=args.layers,
+                         init=args.init, crop=tuple(args.crop))
     try:
         meta = train(config)
     except (FileNotFoundError, ValueError, WeightsError) as error:
