@@ -43,7 +43,8 @@ PREFERRED_TRIES, MAX_TRIES = 10, 100  # random views drawn per pair (see sample_
 VALIDATION_EVERY_NTH = 10  # one image in ten (by a hash of its name) validates instead of training
 # The run's identity: a resumed run takes these from its checkpoint.
 RUN_FIELDS = ("images", "features", "batch", "lr", "seed", "num_keypoints", "crop", "max_side",
-              "layers", "sinkhorn_iterations", "val_pairs", "init", "min_keypoints")
+              "layers", "sinkhorn_iterations", "val_pairs", "init", "min_keypoints",
+              "keypoint_imbalance")
 DESCRIPTOR_DIMS = {"sift": 128, "superpoint": 256}
 
 
@@ -66,6 +67,7 @@ class TrainConfig:
     val_pairs: int = 24
     num_keypoints: int = 384
     min_keypoints: int | None = None
+    keypoint_imbalance: float = 1.0
     crop: tuple[int, int] = (360, 480)
     max_side: int = 640
     layers: int = 3
@@ -183,13 +185,13 @@ def sample_pair(images: Sequence[np.ndarray], rng: np.random.Generator, extracto
     raise ValueError(f"no keypoints found in {MAX_TRIES} random views of the images; are they blank?")
 
 
-def collate(pairs: Sequence[Pair], limit: int | None = None) -> Batch:
-    """Keep the strongest min-count (at most ``limit``) keypoints of every image, then label them
-    under the known warps."""
+def collate(pairs: Sequence[Pair], limits: tuple[int, int] | None = None) -> Batch:
+    """Keep the strongest min-count (at most ``limits`` for image 0 and image 1) keypoints of every
+    image, then label them under the known warps."""
     n = min(len(p.features0) for p in pairs)
     m = min(len(p.features1) for p in pairs)
-    if limit is not None:
-        n, m = min(n, limit), min(m, limit)
+    if limits is not None:
+        n, m = min(n, limits[0]), min(m, limits[1])
     if n == 0 or m == 0:
         raise ValueError("every pair of a batch needs keypoints in both images")
     labels = [ground_truth_matches(p.features0.keypoints[:n].numpy(), p.features1.keypoints[:m].numpy(), p.h)
@@ -212,18 +214,27 @@ def training_batch(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint, c
                    step: int) -> Batch:
     """The batch of ``step``: identical whenever and however often it is drawn."""
     rng = np.random.default_rng([config.seed, 0, step])
-    count = step_keypoints(config, rng)
-    return collate([sample_pair(images, rng, extractor, config.crop, count // 2) for _ in range(config.batch)],
-                   count)
+    counts = step_keypoints(config, rng)
+    return collate([sample_pair(images, rng, extractor, config.crop, min(counts) // 2)
+                    for _ in range(config.batch)], counts)
 
 
-def step_keypoints(config: TrainConfig, rng: np.random.Generator) -> int:
-    """Keypoints per image for one step: ``num_keypoints``, or with ``min_keypoints`` a log-uniform draw
-    between the two, so that one model serves sparse and dense images alike (the matcher sees any count)."""
-    low = config.min_keypoints
-    if low is None or low >= config.num_keypoints:
-        return config.num_keypoints
-    return int(round(np.exp(rng.uniform(np.log(low), np.log(config.num_keypoints)))))
+def step_keypoints(config: TrainConfig, rng: np.random.Generator) -> tuple[int, int]:
+    """Keypoints of image 0 and image 1 for one step, so that one model serves sparse and dense,
+    balanced and unbalanced pairs alike (the matcher sees any counts).
+
+    Image 0 gets ``num_keypoints``, or with ``min_keypoints`` a log-uniform
+    draw between the two. With ``keypoint_imbalance`` R > 1, image 1 gets
+    that count times a log-uniform factor in [1/R, R] (as when one view is
+    zoomed out or blurred), within the same bounds; otherwise the same count.
+    """
+    high = config.num_keypoints
+    low = min(config.min_keypoints or high, high)
+    count0 = int(round(np.exp(rng.uniform(np.log(low), np.log(high))))) if low < high else high
+    if config.keypoint_imbalance <= 1.0:
+        return count0, count0
+    factor = np.exp(rng.uniform(-1.0, 1.0) * np.log(config.keypoint_imbalance))
+    return count0, int(np.clip(round(count0 * factor), low, high))
 
 
 def validation_batches(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint,

@@ -18,7 +18,7 @@ from superglue_ros.superglue import SuperGlue
 from superglue_ros.synthetic import sample_homography
 from superglue_ros.training import (
     TrainConfig, checkpoint_path, collate, features_config, initialise_from, make_pair, nll_loss, sample_pair,
-    superglue_config, train, training_batch, training_step)
+    step_keypoints, superglue_config, train, training_batch, training_step)
 
 
 def textured(seed: int, height: int = 240, width: int = 320) -> np.ndarray:
@@ -83,6 +83,14 @@ def test_keypoint_counts_vary_between_steps_with_min_keypoints(image_dir: Path, 
     assert training_batch(images, sift, config, 2).keypoints0.shape[1] == counts[2]
     fixed = dataclasses.replace(config, min_keypoints=None)
     assert {training_batch(images, sift, fixed, step).keypoints0.shape[1] for step in range(3)} == {400}
+    assert all(len(set(step_keypoints(config, np.random.default_rng(k)))) == 1 for k in range(5))
+    unbalanced = dataclasses.replace(config, keypoint_imbalance=4.0)
+    draws = [step_keypoints(unbalanced, np.random.default_rng(k)) for k in range(20)]
+    assert all(20 <= n1 <= 400 and n0 / 4.01 <= n1 <= n0 * 4.01 for n0, n1 in draws)
+    assert sum(n0 != n1 for n0, n1 in draws) > 15
+    batch = training_batch(images, sift, unbalanced, 1)
+    assert (batch.keypoints0.shape[1], batch.keypoints1.shape[1]) == step_keypoints(
+        unbalanced, np.random.default_rng([unbalanced.seed, 0, 1]))
 
 
 def test_plain_images_are_redrawn_and_a_blank_folder_is_an_error() -> None:
@@ -206,4 +214,5 @@ def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["train", "--images", str(tmp_path / "missing"), "--steps", "1"]) == 2
     assert main(["train", "--images", str(image_dir), "--steps", "1", "--init", str(tmp_path / "none.pt")]) == 2
     assert main(["train", "--images", str(image_dir), "--keypoints", "32", "--min-keypoints", "64"]) == 2
+    assert main(["train", "--images", str(image_dir), "--keypoint-imbalance", "0.5"]) == 2
     assert features_config("sift", 10) == {"name": "sift", "max_keypoints": 10}

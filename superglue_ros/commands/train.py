@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-keypoints", type=int, metavar="N",
                         help="draw each step's keypoint count log-uniformly from N to --keypoints, so the model "
                              "also learns sparse images (default: always --keypoints)")
+    parser.add_argument("--keypoint-imbalance", type=float, default=1.0, metavar="R",
+                        help="with --min-keypoints, image 1 keeps image 0's count times a random factor in "
+                             "[1/R, R] (default: %(default)s, the same count)")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     parser.add_argument("--out", default="model.pt",
                         help="final model file; checkpoints go to OUT's stem + .ckpt.pt (default: %(default)s)")
@@ -55,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
     if args.min_keypoints is not None and not 1 <= args.min_keypoints <= args.keypoints:
         raise CommandError(f"--min-keypoints must be between 1 and --keypoints ({args.keypoints})")
+    if not args.keypoint_imbalance >= 1.0:
+        raise CommandError(f"--keypoint-imbalance must be at least 1, got {args.keypoint_imbalance}")
     if not Path(args.images).is_dir():
         raise CommandError(f"--images {args.images}: not a folder")
     if min(args.crop) < 16:
@@ -71,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(images=args.images, features=args.features, steps=args.steps, batch=args.batch,
                          lr=args.lr, seed=args.seed, device=args.device, out=args.out, resume=args.resume,
                          checkpoint_every=args.checkpoint_every, val_every=args.val_every,
-                         num_keypoints=args.keypoints, min_keypoints=args.min_keypoints, layers=args.layers,
-                         init=args.init, crop=tuple(args.crop))
+                         num_keypoints=args.keypoints, min_keypoints=args.min_keypoints,
+                         keypoint_imbalance=args.keypoint_imbalance, layers=args.layers, init=args.init,
+                         crop=tuple(args.crop))
     try:
         meta = train(config)
     except (FileNotFoundError, ValueError, WeightsError) as error:
