@@ -215,4 +215,5 @@ def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["train", "--images", str(image_dir), "--steps", "1", "--init", str(tmp_path / "none.pt")]) == 2
     assert main(["train", "--images", str(image_dir), "--keypoints", "32", "--min-keypoints", "64"]) == 2
     assert main(["train", "--images", str(image_dir), "--keypoint-imbalance", "0.5"]) == 2
+    assert main(["train", "--images", str(image_dir), "--keypoint-imbalance", "2"]) == 2
     assert features_config("sift", 10) == {"name": "sift", "max_keypoints": 10}

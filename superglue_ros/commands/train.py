@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--min-keypoints must be between 1 and --keypoints ({args.keypoints})")
     if not args.keypoint_imbalance >= 1.0:
         raise CommandError(f"--keypoint-imbalance must be at least 1, got {args.keypoint_imbalance}")
+    if args.keypoint_imbalance > 1.0 and (args.min_keypoints or args.keypoints) >= args.keypoints:
+        raise CommandError("--keypoint-imbalance needs --min-keypoints below --keypoints: image 1's count "
+                           "stays within that range")
     if not Path(args.images).is_dir():
         raise CommandError(f"--images {args.images}: not a folder")
     if min(args.crop) < 16:
