@@ -316,7 +316,7 @@ def save_checkpoint(path: Path, model: SuperGlue, optimizer: torch.optim.Optimiz
 def resumed_config(config: TrainConfig, checkpoint: dict[str, Any]) -> TrainConfig:
     """The checkpoint's run settings, with this invocation's steps, output, device and intervals."""
     stored = checkpoint["train_config"]
-    run = {name: stored[name] for name in RUN_FIELDS if name in stored}  # "init" came later
+    run = {name: stored[name] for name in RUN_FIELDS if name in stored}  # older runs lack newer fields
     run["crop"] = tuple(run["crop"])
     return dataclasses.replace(config, **run)
 

@@ -70,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
 
     folder = is_image_folder(args.bag)
     config = EvalConfig(
-        bag=args.bag, topic=args.topic or (IMAGE_FOLDER_TOPIC if folder else ""), topic1=args.topic1, mode=args.mode, stride=args.stride,
-        max_pairs=args.max_pairs, synthetic=args.synthetic_homography, strength=args.strength, warps=args.warps,
-        seed=args.seed,
-        photometric=not args.no_photometric, ransac_threshold=args.ransac_threshold,
+        bag=args.bag, topic=args.topic or (IMAGE_FOLDER_TOPIC if folder else ""), topic1=args.topic1,
+        mode=args.mode, stride=args.stride, max_pairs=args.max_pairs, synthetic=args.synthetic_homography,
+        strength=args.strength, warps=args.warps, seed=args.seed, photometric=not args.no_photometric,
+        ransac_threshold=args.ransac_threshold,
         sync_tolerance=args.sync_tolerance, gt_topic=args.gt_topic, camera_info_topic=args.camera_info_topic,
         gt_tolerance=args.gt_tolerance, storage=args.storage)
     out_dir = Path(args.out)
