@@ -72,6 +72,7 @@ class TrainConfig:
     max_side: int = 640
     layers: int = 3
     sinkhorn_iterations: int = 50
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,47 @@ def step_keypoints(config: TrainConfig, rng: np.random.Generator) -> tuple[int, 
     return count0, int(np.clip(round(count0 * factor), low, high))
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """The training batches by step number, for a DataLoader whose worker processes build the
+    next batches while the model trains (feature extraction, not the model, bounds a GPU run).
+
+    Each batch depends only on (seed, step), never on which process builds it
+    or when, so any number of workers trains the same weights. Workers are
+    spawned, not forked (a forked OpenCV thread pool can deadlock), so each
+    builds its own front end from the configuration.
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], config: TrainConfig) -> None:
+        self.images, self.config = images, config
+        self.extractor: SIFT | SuperPoint | None = None
+
+    def __len__(self) -> int:
+        return self.config.steps
+
+    def __getitem__(self, step: int) -> Batch:
+        if self.extractor is None:
+            self.extractor = build_extractor(features_config(self.config.features, self.config.num_keypoints))
+        return training_batch(self.images, self.extractor, self.config, step)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "extractor": None}
+
+
+def single_threaded_worker(_: int) -> None:
+    """Workers already run in parallel; their own thread pools would only oversubscribe the cores."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def step_batches(images: Sequence[np.ndarray], config: TrainConfig, start: int) -> torch.utils.data.DataLoader:
+    """Batches of steps start..steps-1 in order, built by ``config.workers`` processes (0: in this one)."""
+    parallel = {"worker_init_fn": single_threaded_worker, "prefetch_factor": 4,
+                "multiprocessing_context": "spawn"} if config.workers else {}
+    return torch.utils.data.DataLoader(StepBatches(images, config), batch_size=None,
+                                       sampler=range(start, config.steps), num_workers=config.workers,
+                                       **parallel)
+
+
 def validation_batches(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint,
                        config: TrainConfig) -> list[Batch]:
     """Fixed validation pairs (one per batch, so none loses keypoints to a shorter partner)."""
@@ -373,11 +415,11 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
         start, history = int(checkpoint["step"]), list(checkpoint["history"])
     val_batches = validation_batches(val_images, extractor, config)
     began = time.perf_counter()
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
-               desc="train", dynamic_ncols=True)
+    bar = tqdm(step_batches(train_images, config, start), initial=start, total=config.steps,
+               disable=not progress, desc="train", dynamic_ncols=True)
     precision = recall = float("nan")
-    for step in bar:
-        batch = training_batch(train_images, extractor, config, step).to(device)
+    for step, batch in enumerate(bar, start):
+        batch = batch.to(device)
         loss = training_step(model, optimizer, batch, learning_rate(config, step))
         done = step + 1
         if done % config.val_every == 0 or done == config.steps:

@@ -133,6 +133,19 @@ def test_resume_reproduces_the_same_weights(image_dir: Path, tmp_path: Path, one
     assert meta["steps"] == 4 and meta["train_config"]["layers"] == 1
 
 
+def test_worker_processes_train_the_same_weights(image_dir: Path, tmp_path: Path, one_thread: None) -> None:
+    inline = tiny_config(image_dir, tmp_path / "inline.pt", steps=3)
+    parallel = tiny_config(image_dir, tmp_path / "parallel.pt", steps=3, workers=2)
+    train(inline, progress=False)
+    train(parallel, progress=False)
+    a = torch.load(checkpoint_path(inline.out), weights_only=True)
+    b = torch.load(checkpoint_path(parallel.out), weights_only=True)
+    assert a["step"] == b["step"] == 3
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+
+
 def test_model_file_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(1)
     model = SuperGlue(**superglue_config(128, 2, 30))

@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-every", type=int, default=100, help="default: %(default)s")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch and OpenCV (0: their defaults)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes that extract features for the next steps while the model trains; the "
+                             "weights do not depend on it (default: %(default)s, extract in the training process)")
     parser.set_defaults(func=run)
 
 
@@ -63,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if args.keypoint_imbalance > 1.0 and (args.min_keypoints or args.keypoints) >= args.keypoints:
         raise CommandError("--keypoint-imbalance needs --min-keypoints below --keypoints: image 1's count "
                            "stays within that range")
+    if args.workers < 0:
+        raise CommandError("--workers must be 0 or more")
     if not Path(args.images).is_dir():
         raise CommandError(f"--images {args.images}: not a folder")
     if min(args.crop) < 16:
@@ -81,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                          checkpoint_every=args.checkpoint_every, val_every=args.val_every,
                          num_keypoints=args.keypoints, min_keypoints=args.min_keypoints,
                          keypoint_imbalance=args.keypoint_imbalance, layers=args.layers, init=args.init,
-                         crop=tuple(args.crop))
+                         crop=tuple(args.crop), workers=args.workers)
     try:
         meta = train(config)
     except (FileNotFoundError, ValueError, WeightsError) as error:
