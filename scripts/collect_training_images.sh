@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Collect the openly licensed images the open SuperGlue model is trained on.
 #
-#   scripts/collect_training_images.sh DEST [PYTHON]
+#   scripts/collect_training_images.sh [--more] DEST [PYTHON]
 #
 # Installs the Debian/Ubuntu packages when they are missing (needs apt and
 # root or sudo), then copies their images into DEST/train and DEST/heldout.
@@ -12,9 +12,28 @@
 #   lomiri-wallpapers-16.04  CC-BY-4.0 / CC-BY-SA-4.0 photographs
 #   mate-backgrounds         GPL-2+
 #   opencv-doc               Apache-2.0 AND BSD-3-Clause (examples/data, incl. videos)
+#
+# --more adds about 58 photographs from the packages below, to DEST/train only
+# (the held-out list stays the same). They are fetched with `apt-get download`
+# and unpacked into a temporary folder, not installed: lomiri-wallpapers-20.04
+# would add files to /usr/share/backgrounds (and so to the default set), and
+# kphotoalbum, python3-skimage and python3-scipy would pull in many dependencies.
+# Only the photographs named below are taken (no renderings, gradients or logos).
+#   plasma-workspace-wallpapers  GPL-2+ (debian/copyright; per-wallpaper metadata: LGPL-3)
+#   lxqt-themes              CC-BY-SA-3.0 (wallpapers/License; the photos credited there
+#                            to stefonarch, the uncredited Valendas/cloud/Butterfly are left out)
+#   lomiri-wallpapers-20.04  CC-BY-SA-3.0 (Kleiber_by_Lukas_Baubkus.jpg only)
+#   palapeli-data            GPL-2+ (the five puzzle photographs in collection/)
+#   kphotoalbum              GPL-2+ (debian/copyright; upstream .reuse/dep5: demo/*.jpg CC-BY-SA-4.0)
+#   python3-skimage          BSD-3-Clause; the chosen images are CC0 or public domain
+#                            (per skimage/data/_fetchers.py)
+#   python3-scipy            BSD-3-Clause; misc face and ascent are public domain
+#                            (per scipy/misc/_common.py)
 set -euo pipefail
 
-DEST=${1:?usage: $0 DEST [PYTHON]}
+MORE=0
+if [[ ${1:-} == --more ]]; then MORE=1; shift; fi
+DEST=${1:?usage: $0 [--more] DEST [PYTHON]}
 PYTHON=${2:-python3}
 PACKAGES=(lomiri-wallpapers-16.04 mate-backgrounds opencv-doc)
 OPENCV_DATA=/usr/share/doc/opencv-doc/examples/data
@@ -71,5 +90,62 @@ for k in range(count):
         cv2.imwrite(f"{prefix}_{k:02d}.png", frame)
 PY
 done
+
+if ((MORE)); then
+  MORE_PACKAGES=(plasma-workspace-wallpapers lxqt-themes lomiri-wallpapers-20.04 palapeli-data
+                 kphotoalbum python3-skimage python3-scipy)
+  PLASMA_PHOTOS=(BytheWater ColdRipple ColorfulCups EveningGlow FallenLeaf Grey OneStandsOut Path summer_1am)
+  LXQT_PHOTOS=(after-the-rain.jpg appleflower.png beam.png butterfly.png drop.png flowers.png fog.jpg
+               this-is-not-windows.jpg)
+  SKIMAGE_PHOTOS=(astronaut.png camera.png chelsea.png coffee.png rocket.jpg brick.png grass.png gravel.png
+                  hubble_deep_field.jpg)
+  EXTRA=$(mktemp -d)
+  trap 'rm -rf "$EXTRA"' EXIT
+  mkdir "$EXTRA/debs" "$EXTRA/root"
+  APT_OPTS=()
+  if [[ $(id -u) == 0 ]]; then
+    SUDO=""
+    APT_OPTS=(-o APT::Sandbox::User=root)  # _apt cannot write to the private temporary folder
+  else
+    SUDO=sudo
+  fi
+  if ! (cd "$EXTRA/debs" && apt-get "${APT_OPTS[@]}" download "${MORE_PACKAGES[@]}"); then
+    $SUDO apt-get update
+    (cd "$EXTRA/debs" && apt-get "${APT_OPTS[@]}" download "${MORE_PACKAGES[@]}")
+  fi
+  for deb in "$EXTRA"/debs/*.deb; do dpkg-deb -x "$deb" "$EXTRA/root"; done
+  R=$EXTRA/root/usr
+
+  for name in "${PLASMA_PHOTOS[@]}"; do  # the largest of the resolutions, named WxH.ext
+    best="" best_pixels=0
+    for file in "$R/share/wallpapers/$name/contents/images"/*x*.*; do
+      size=$(basename "${file%.*}")
+      pixels=$((${size%x*} * ${size#*x}))
+      if ((pixels > best_pixels)); then best=$file best_pixels=$pixels; fi
+    done
+    cp "$best" "$DEST/train/plasma_$name.${best##*.}"
+  done
+  for name in "${LXQT_PHOTOS[@]}"; do cp "$R/share/lxqt/wallpapers/$name" "$DEST/train/lxqt_$name"; done
+  cp "$R/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg" "$DEST/train/lomiri20_Kleiber_by_Lukas_Baubkus.jpg"
+  for file in "$R"/share/palapeli/collection/*.jpg; do cp "$file" "$DEST/train/palapeli_$(basename "$file")"; done
+  for file in "$R"/share/kphotoalbum/demo/*.jpg; do cp "$file" "$DEST/train/kphotoalbum_$(basename "$file")"; done
+  for name in "${SKIMAGE_PHOTOS[@]}"; do
+    cp "$R/lib/python3/dist-packages/skimage/data/$name" "$DEST/train/skimage_$name"
+  done
+  "$PYTHON" - "$R/lib/python3/dist-packages/scipy/misc" "$DEST/train/scipy_" <<'PY'
+import bz2
+import pickle
+import sys
+import cv2
+import numpy as np
+folder, prefix = sys.argv[1], sys.argv[2]
+with open(f"{folder}/face.dat", "rb") as f:  # bz2-compressed raw RGB, 768x1024
+    face = np.frombuffer(bz2.decompress(f.read()), dtype=np.uint8).reshape(768, 1024, 3)
+cv2.imwrite(f"{prefix}face.png", face[:, :, ::-1])
+with open(f"{folder}/ascent.dat", "rb") as f:  # pickled nested list, 512x512 grey
+    ascent = np.array(pickle.load(f), dtype=np.uint8)
+cv2.imwrite(f"{prefix}ascent.png", ascent)
+PY
+fi
 
 echo "train: $(ls "$DEST/train" | wc -l) images, heldout: $(ls "$DEST/heldout" | grep -v xml | wc -l) images in $DEST"
