@@ -14,7 +14,7 @@ from launch_ros.substitutions import FindPackageShare
 
 ARGUMENTS = {
     "mode": ("sequential", "stereo, sequential or keyframe"),
-    "weights": ("auto", "auto, indoor, outdoor or sift_open"),
+    "weights": ("auto", "auto, indoor, outdoor, sift_open or sift_open_large"),
     "weights_dir": ("", "folder with the weight files"),
     "device": ("cpu", "cpu, cuda or cuda:N"),
     "backend": ("torch", "torch or onnxruntime"),

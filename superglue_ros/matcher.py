@@ -21,7 +21,7 @@ import torch
 
 from .features import Features, MatchResult
 from .preprocess import resize_gray, resized_shape, to_gray_float
-from .open_model import load_open_model, resolve_open_model
+from .open_model import BUNDLED, load_open_model, resolve_open_model
 from .sift import SIFT
 from .superglue import SuperGlue
 from .superglue import validate_config as validate_superglue_config
@@ -31,7 +31,7 @@ from .validation import check_choice, check_number
 from .weights import WeightsError, file_identity, find_official, load_into, search_dirs
 
 SUPERGLUE_WEIGHTS = ("indoor", "outdoor")
-MODEL_CHOICES = ("auto", *SUPERGLUE_WEIGHTS, "sift_open")
+MODEL_CHOICES = ("auto", *SUPERGLUE_WEIGHTS, *BUNDLED)
 LOGGER = logging.getLogger("superglue_ros")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -84,8 +84,8 @@ class Matcher:
 
     weights: "indoor" or "outdoor" official SuperGlue weights, found through
         ``weights_dir`` -> $SUPERGLUE_ROS_WEIGHTS_DIR -> ~/.cache/superglue_ros;
-        "sift_open" (bundled SIFT + SuperGlue trained by this project, or the
-        path of a model file written by ``superglue-ros train``); "auto"
+        "sift_open" or "sift_open_large" (bundled SIFT + SuperGlue trained by this
+        project), or the path of a model file written by ``superglue-ros train``; "auto"
         (default): official indoor when found, else sift_open with a notice.
     superpoint_weights / superglue_weights: explicit files, overriding the lookup.
     resize: None, (W, H), or an int for the longer side; keypoints are mapped back.
@@ -230,7 +230,7 @@ def load_models(weights: str, weights_dir: str | os.PathLike | None,
             LOGGER.warning("official SuperPoint/SuperGlue weights not found (%s); using the bundled open model "
                            "sift_open. For the official ones: superglue-ros weights download (non-commercial "
                            "licence)", ", ".join(str(d) for d in search_dirs(weights_dir)))
-    if weights == "sift_open" or is_model_file:
+    if weights in BUNDLED or is_model_file:
         return _open_models(weights, superpoint, superglue)
     sp_path = Path(superpoint_weights) if superpoint_weights is not None else find_official("superpoint", weights_dir)
     sg_path = Path(superglue_weights) if superglue_weights is not None else find_official(weights, weights_dir)

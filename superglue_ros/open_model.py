@@ -18,7 +18,8 @@ from .superpoint import SuperPoint
 from .weights import WeightsError, find_official, load_into
 
 FORMAT = 1
-BUNDLED = {"sift_open": Path(__file__).parent / "weights" / "sift_open.pt"}
+# The default (3 layer pairs, trained on CPU) and a deeper one trained on a GPU (twice the GNN time).
+BUNDLED = {name: Path(__file__).parent / "weights" / f"{name}.pt" for name in ("sift_open", "sift_open_large")}
 
 
 def save_open_model(path: str | os.PathLike, superglue: SuperGlue, features_config: dict[str, Any],
@@ -33,7 +34,7 @@ def save_open_model(path: str | os.PathLike, superglue: SuperGlue, features_conf
 
 
 def resolve_open_model(name_or_path: str | os.PathLike) -> Path:
-    """A bundled model name (``sift_open``) or a file path -> the file."""
+    """A bundled model name (``sift_open``, ``sift_open_large``) or a file path -> the file."""
     return BUNDLED.get(str(name_or_path), Path(name_or_path))
 
 

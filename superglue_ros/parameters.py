@@ -47,9 +47,10 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("image_reliability", "best_effort", "QoS of the image subscriptions: best_effort is "
               "SensorDataQoS (what camera drivers publish), reliable for recorded or relayed streams",
               choices=("best_effort", "reliable"), read_only=True),
-    Parameter("weights", "auto", "model: official indoor/outdoor SuperGlue weights, the bundled open model "
-              "sift_open, or auto (official indoor when found, else sift_open)",
-              choices=("auto", "indoor", "outdoor", "sift_open"), read_only=True),
+    Parameter("weights", "auto", "model: official indoor/outdoor SuperGlue weights, the bundled open models "
+              "sift_open and sift_open_large (deeper, GNN twice as slow), or auto (official indoor when found, "
+              "else sift_open)",
+              choices=("auto", "indoor", "outdoor", "sift_open", "sift_open_large"), read_only=True),
     Parameter("weights_dir", "", "folder with the weight files (empty: $SUPERGLUE_ROS_WEIGHTS_DIR, then "
               "~/.cache/superglue_ros)", read_only=True),
     Parameter("superpoint_weights", "", "explicit SuperPoint weight file (overrides the lookup)", read_only=True),

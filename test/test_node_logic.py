@@ -167,6 +167,13 @@ def test_config_file_and_readme_come_from_the_parameter_table():
     assert render_markdown() in (REPO / "README.md").read_text()
 
 
+def test_the_weights_parameter_offers_every_model_the_matcher_loads():
+    from superglue_ros.matcher import MODEL_CHOICES
+
+    weights = next(p for p in PARAMETERS if p.name == "weights")
+    assert tuple(weights.choices) == MODEL_CHOICES
+
+
 def test_launch_file_declares_the_common_arguments():
     text = Path(REPO / "launch" / "matcher.launch.py").read_text()
     compile(text, "matcher.launch.py", "exec")

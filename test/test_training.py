@@ -160,10 +160,11 @@ def test_model_file_round_trip(tmp_path: Path) -> None:
         save_open_model(tmp_path / "x.pt", model, {"name": "orb"}, {})
 
 
-def test_bundled_model_loads_and_matches_a_warped_image() -> None:
-    if not BUNDLED["sift_open"].is_file():
-        pytest.skip("the bundled sift_open.pt is not built yet")
-    extractor, model, meta = load_open_model("sift_open")
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_model_loads_and_matches_a_warped_image(name: str) -> None:
+    if not BUNDLED[name].is_file():
+        pytest.skip(f"the bundled {name}.pt is not in this checkout")
+    extractor, model, meta = load_open_model(name)
     image = textured(11, 480, 640)
     pair = make_pair(image, np.random.default_rng(0), extractor)
     assert model.match(pair.features0, pair.features1).num_matches > 20 and meta["steps"] > 0

@@ -12,9 +12,9 @@ def add_matcher_options(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("model")
     group.add_argument("--weights", default="auto", metavar="{" + ",".join(MODEL_CHOICES) + "} or MODEL.pt",
-                       help="official indoor/outdoor SuperGlue weights, the bundled open model sift_open, a model "
-                            "file from `superglue-ros train`, or auto: official indoor when found, else sift_open "
-                            "(default: %(default)s)")
+                       help="official indoor/outdoor SuperGlue weights, the bundled open models sift_open and "
+                            "sift_open_large, a model file from `superglue-ros train`, or auto: official indoor "
+                            "when found, else sift_open (default: %(default)s)")
     group.add_argument("--weights-dir", help="folder with the weight files (before $SUPERGLUE_ROS_WEIGHTS_DIR "
                                              "and ~/.cache/superglue_ros)")
     group.add_argument("--superpoint-weights", help="explicit SuperPoint weight file")
