@@ -244,13 +244,14 @@ class StepBatches(torch.utils.data.Dataset):
 
     Each batch depends only on (seed, step), never on which process builds it
     or when, so any number of workers trains the same weights. Workers are
-    spawned, not forked (a forked OpenCV thread pool can deadlock), so each
-    builds its own front end from the configuration.
+    spawned, not forked (a forked OpenCV thread pool can deadlock), and
+    build their own front end from the configuration; the training process
+    uses its own.
     """
 
-    def __init__(self, images: Sequence[np.ndarray], config: TrainConfig) -> None:
-        self.images, self.config = images, config
-        self.extractor: SIFT | SuperPoint | None = None
+    def __init__(self, images: Sequence[np.ndarray], config: TrainConfig,
+                 extractor: SIFT | SuperPoint | None = None) -> None:
+        self.images, self.config, self.extractor = images, config, extractor
 
     def __len__(self) -> int:
         return self.config.steps
@@ -270,11 +271,12 @@ def single_threaded_worker(_: int) -> None:
     cv2.setNumThreads(1)
 
 
-def step_batches(images: Sequence[np.ndarray], config: TrainConfig, start: int) -> torch.utils.data.DataLoader:
+def step_batches(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint, config: TrainConfig,
+                 start: int) -> torch.utils.data.DataLoader:
     """Batches of steps start..steps-1 in order, built by ``config.workers`` processes (0: in this one)."""
     parallel = {"worker_init_fn": single_threaded_worker, "prefetch_factor": 4,
                 "multiprocessing_context": "spawn"} if config.workers else {}
-    return torch.utils.data.DataLoader(StepBatches(images, config), batch_size=None,
+    return torch.utils.data.DataLoader(StepBatches(images, config, extractor), batch_size=None,
                                        sampler=range(start, config.steps), num_workers=config.workers,
                                        **parallel)
 
@@ -415,7 +417,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
         start, history = int(checkpoint["step"]), list(checkpoint["history"])
     val_batches = validation_batches(val_images, extractor, config)
     began = time.perf_counter()
-    bar = tqdm(step_batches(train_images, config, start), initial=start, total=config.steps,
+    bar = tqdm(step_batches(train_images, extractor, config, start), initial=start, total=config.steps,
                disable=not progress, desc="train", dynamic_ncols=True)
     precision = recall = float("nan")
     for step, batch in enumerate(bar, start):
