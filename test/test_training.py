@@ -121,12 +121,7 @@ def test_resume_reproduces_the_same_weights(image_dir: Path, tmp_path: Path, one
     first = tiny_config(image_dir, tmp_path / "split.pt", steps=2)
     train(first, progress=False)
     train(dataclasses.replace(first, steps=4, resume=str(checkpoint_path(first.out))), progress=False)
-    a = torch.load(checkpoint_path(straight.out), weights_only=True)
-    b = torch.load(checkpoint_path(first.out), weights_only=True)
-    assert a["step"] == b["step"] == 4
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
-    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    a = assert_same_checkpoints(straight, first, 4)
     _, model, meta = load_open_model(straight.out)
     for key, value in model.state_dict().items():
         assert torch.equal(value, a["model"][key])
@@ -138,12 +133,18 @@ def test_worker_processes_train_the_same_weights(image_dir: Path, tmp_path: Path
     parallel = tiny_config(image_dir, tmp_path / "parallel.pt", steps=3, workers=2)
     train(inline, progress=False)
     train(parallel, progress=False)
-    a = torch.load(checkpoint_path(inline.out), weights_only=True)
-    b = torch.load(checkpoint_path(parallel.out), weights_only=True)
-    assert a["step"] == b["step"] == 3
+    assert_same_checkpoints(inline, parallel, 3)
+
+
+def assert_same_checkpoints(one: TrainConfig, other: TrainConfig, step: int) -> dict:
+    """Both runs' checkpoints are at ``step`` with bit-identical weights and loss history; returns the first."""
+    a = torch.load(checkpoint_path(one.out), weights_only=True)
+    b = torch.load(checkpoint_path(other.out), weights_only=True)
+    assert a["step"] == b["step"] == step
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    return a
 
 
 def test_model_file_round_trip(tmp_path: Path) -> None:
