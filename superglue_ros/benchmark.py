@@ -23,6 +23,7 @@ import torch
 
 from .geometry import estimate_homography
 from .matcher import Matcher, PairMatch
+from .metrics import summary
 from .preprocess import image_files
 from .synthetic import sample_homography, warp_image
 
@@ -68,10 +69,9 @@ class BenchResult:
 
 
 def summarize(values: Sequence[float], scale: float = 1.0) -> dict[str, float | None]:
-    if not values:
-        return {"median": None, "p95": None}
-    array = np.asarray(values, dtype=np.float64) * scale
-    return {"median": float(np.median(array)), "p95": float(np.percentile(array, 95))}
+    """Median and 95th percentile of the timings times ``scale`` (None when there are none)."""
+    stats = summary(np.asarray(values, dtype=np.float64) * scale)
+    return {"median": stats["median"], "p95": stats["p95"]}
 
 
 def superglue_flop(n: int, m: int, dim: int, layers: Sequence[str], iterations: int) -> float:
