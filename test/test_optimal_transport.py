@@ -64,9 +64,11 @@ def test_padded_batch_equals_each_pair_alone(first, second):
     for b, scores in enumerate((first, second)):
         n, m = scores.shape
         alone = log_optimal_transport(scores[None], bin_score, 30)[0]
-        torch.testing.assert_close(plans[b, :n, :m], alone[:n, :m], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(plans[b, :n, -1], alone[:n, -1], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(plans[b, -1, :m], alone[-1, :m], rtol=1e-5, atol=1e-5)
+        # float32 rounding of 30 iterations in another order: e.g. 3.7e-5 on a -2.6 entry of
+        # first=[[-4]], second=[[0, 0]] (found by hypothesis), so 1e-5 was flaky.
+        torch.testing.assert_close(plans[b, :n, :m], alone[:n, :m], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(plans[b, :n, -1], alone[:n, -1], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(plans[b, -1, :m], alone[-1, :m], rtol=1e-4, atol=1e-4)
 
 
 def test_one_side_empty_sends_everything_to_the_dustbin():
