@@ -20,12 +20,17 @@ class Features:
     descriptors: (N, D) float32, L2-normalised rows.
     image_size: (H, W) of the image the keypoints live in; SuperGlue needs it
         to normalise keypoint positions.
+    scale_orientation: (N, 2) float32 keypoint diameter in pixels and
+        orientation in radians, for detectors that estimate them (SIFT), else
+        None. A SuperGlue trained with them reads them: unlike a descriptor,
+        the orientation difference of a true match agrees with its neighbours'.
     """
 
     keypoints: torch.Tensor
     scores: torch.Tensor
     descriptors: torch.Tensor
     image_size: tuple[int, int]
+    scale_orientation: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.keypoints.shape[0]
@@ -37,6 +42,8 @@ class Features:
             raise ValueError(f"descriptors must be ({n}, D), got {tuple(self.descriptors.shape)}")
         if len(self.image_size) != 2 or min(self.image_size) < 0:
             raise ValueError(f"image_size must be (H, W), got {self.image_size}")
+        if self.scale_orientation is not None and self.scale_orientation.shape != (n, 2):
+            raise ValueError(f"scale_orientation must be ({n}, 2), got {tuple(self.scale_orientation.shape)}")
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
@@ -55,15 +62,18 @@ class Features:
             self.scores.to(device),
             self.descriptors.to(device),
             self.image_size,
+            None if self.scale_orientation is None else self.scale_orientation.to(device),
         )
 
     @staticmethod
-    def empty(image_size: tuple[int, int], descriptor_dim: int, device: torch.device | str = "cpu") -> "Features":
+    def empty(image_size: tuple[int, int], descriptor_dim: int, device: torch.device | str = "cpu",
+              scale_orientation: bool = False) -> "Features":
         return Features(
             torch.zeros((0, 2), device=device),
             torch.zeros((0,), device=device),
             torch.zeros((0, descriptor_dim), device=device),
             image_size,
+            torch.zeros((0, 2), device=device) if scale_orientation else None,
         )
 
 

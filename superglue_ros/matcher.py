@@ -202,7 +202,10 @@ def to_original_pixels(features: Features, original_hw: tuple[int, int]) -> Feat
     sx = original_hw[1] / features.image_size[1]
     offset = features.keypoints.new_tensor([0.5, 0.5])
     keypoints = (features.keypoints + offset) * features.keypoints.new_tensor([sx, sy]) - offset
-    return Features(keypoints, features.scores, features.descriptors, original_hw)
+    frames = features.scale_orientation
+    if frames is not None:
+        frames = frames * frames.new_tensor([(sx * sy) ** 0.5, 1.0])
+    return Features(keypoints, features.scores, features.descriptors, original_hw, frames)
 
 
 @dataclass(frozen=True)

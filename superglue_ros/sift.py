@@ -53,19 +53,21 @@ class SIFT:
         gray = to_uint8(image)
         size = (int(gray.shape[0]), int(gray.shape[1]))
         if gray.size == 0:
-            return Features.empty(size, DESCRIPTOR_DIM)
+            return Features.empty(size, DESCRIPTOR_DIM, scale_orientation=True)
         keypoints, descriptors = self._sift.detectAndCompute(gray, None)
         if not keypoints:
-            return Features.empty(size, DESCRIPTOR_DIM)
+            return Features.empty(size, DESCRIPTOR_DIM, scale_orientation=True)
         xy = np.array([kp.pt for kp in keypoints], dtype=np.float32)
         response = np.array([kp.response for kp in keypoints], dtype=np.float32)
+        frames = np.array([(kp.size, np.deg2rad(kp.angle)) for kp in keypoints], dtype=np.float32)
         order = np.lexsort((xy[:, 1], xy[:, 0], -response))
         order = order[first_occurrences(xy[order])][: self.config["max_keypoints"]]
         return Features(
             torch.from_numpy(xy[order]),
             torch.from_numpy(normalise_scores(response[order])),
             torch.from_numpy(root_sift(descriptors[order])),
-            size)
+            size,
+            torch.from_numpy(frames[order]))
 
 
 def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:

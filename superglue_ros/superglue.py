@@ -31,6 +31,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "sinkhorn_iterations": 100,
     "match_threshold": 0.2,
     "sinkhorn_tolerance": 0.0,
+    # Our SIFT models also encode each keypoint's scale and orientation (the official models do not).
+    "scale_orientation": False,
 }
 
 
@@ -51,6 +53,8 @@ def validate_config(config: dict[str, Any]) -> None:
     check_number("sinkhorn_iterations", config["sinkhorn_iterations"], 0, 10000, integer=True)
     check_number("match_threshold", config["match_threshold"], 0.0, 1.0)
     check_number("sinkhorn_tolerance", config["sinkhorn_tolerance"], 0.0, 1.0)
+    if not isinstance(config["scale_orientation"], bool):
+        raise ValueError(f"scale_orientation must be true or false, got {config['scale_orientation']!r}")
 
 
 def pointwise_mlp(channels: Sequence[int]) -> nn.Sequential:
@@ -100,19 +104,35 @@ def normalize_keypoints(keypoints: torch.Tensor, sizes_hw: torch.Tensor) -> torc
     sizes_hw: (B, 2) image height and width (the full image, not the 8-px grid).
     """
     wh = sizes_hw.flip(1).to(keypoints.dtype)
-    scale = 0.7 * wh.max(dim=1, keepdim=True).values
-    return (keypoints - wh[:, None, :] / 2) / scale[:, None, :]
+    return (keypoints - wh[:, None, :] / 2) / normalising_scale(wh)[:, None, :]
+
+
+def normalising_scale(wh: torch.Tensor) -> torch.Tensor:
+    """(B, 1): 0.7 * the larger side of (B, 2) image sizes."""
+    return 0.7 * wh.max(dim=1, keepdim=True).values
+
+
+def encode_scale_orientation(frames: torch.Tensor, sizes_hw: torch.Tensor) -> torch.Tensor:
+    """(B, N, 2) diameters in pixels and orientations in radians -> (B, N, 3) encoder inputs:
+    log diameter in normalised units (like the positions, independent of resizing), cos and
+    sin of the orientation (so that attention's dot products see orientation differences)."""
+    scale = normalising_scale(sizes_hw.flip(1).to(frames.dtype))
+    log_size = torch.log(frames[..., 0].clamp(min=1e-3) / scale)
+    return torch.stack([log_size, torch.cos(frames[..., 1]), torch.sin(frames[..., 1])], dim=-1)
 
 
 class KeypointEncoder(nn.Module):
-    """Lifts (x, y, score) into descriptor space so the GNN can reason about geometry."""
+    """Lifts (x, y, score[, log scale, cos, sin orientation]) into descriptor space so the GNN can
+    reason about geometry."""
 
-    def __init__(self, widths: Sequence[int], descriptor_dim: int) -> None:
+    def __init__(self, widths: Sequence[int], descriptor_dim: int, inputs: int = 3) -> None:
         super().__init__()
-        self.encoder = pointwise_mlp([3, *widths, descriptor_dim])
+        self.encoder = pointwise_mlp([inputs, *widths, descriptor_dim])
 
-    def forward(self, keypoints: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        return run_rows(self.encoder, torch.cat([keypoints, scores[..., None]], dim=-1))
+    def forward(self, keypoints: torch.Tensor, scores: torch.Tensor,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
+        columns = [keypoints, scores[..., None]] + ([] if extra is None else [extra])
+        return run_rows(self.encoder, torch.cat(columns, dim=-1))
 
 
 def head_major(dim: int, num_heads: int) -> torch.Tensor:
@@ -267,7 +287,8 @@ class SuperGlue(nn.Module):
         self.config = merge_config(DEFAULT_CONFIG, config, "SuperGlue")
         validate_config(self.config)
         dim = self.config["descriptor_dim"]
-        self.kenc = KeypointEncoder(self.config["keypoint_encoder"], dim)
+        self.kenc = KeypointEncoder(self.config["keypoint_encoder"], dim,
+                                    6 if self.config["scale_orientation"] else 3)
         self.gnn = AttentionalGNN(dim, self.config["GNN_layers"], self.config["num_heads"])
         self.final_proj = nn.Conv1d(dim, dim, kernel_size=1, bias=True)
         self.register_parameter("bin_score", nn.Parameter(torch.tensor(1.0)))
@@ -276,14 +297,17 @@ class SuperGlue(nn.Module):
                 size0: torch.Tensor, keypoints1: torch.Tensor, scores1: torch.Tensor,
                 descriptors1: torch.Tensor, size1: torch.Tensor,
                 mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None,
+                scale_orientation0: torch.Tensor | None = None, scale_orientation1: torch.Tensor | None = None,
                 ) -> dict[str, torch.Tensor]:
         """Padded batch in, all stages out.
 
         keypoints (B, N, 2) pixels, scores (B, N), descriptors (B, N, D), size (B, 2) as (H, W),
-        masks (B, N) bool (True = real keypoint) or None when nothing is padded.
+        masks (B, N) bool (True = real keypoint) or None when nothing is padded,
+        scale_orientation (B, N, 2) as in Features (read only if the config says so).
         """
         stages = self.score_stages(keypoints0, scores0, descriptors0, size0,
-                                   keypoints1, scores1, descriptors1, size1, mask0, mask1)
+                                   keypoints1, scores1, descriptors1, size1, mask0, mask1,
+                                   scale_orientation0, scale_orientation1)
         stages["log_assignment"] = self.optimal_transport(stages["raw_scores"], mask0, mask1)
         return stages
 
@@ -291,15 +315,28 @@ class SuperGlue(nn.Module):
                      size0: torch.Tensor, keypoints1: torch.Tensor, scores1: torch.Tensor,
                      descriptors1: torch.Tensor, size1: torch.Tensor,
                      mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None,
+                     scale_orientation0: torch.Tensor | None = None,
+                     scale_orientation1: torch.Tensor | None = None,
                      ) -> dict[str, torch.Tensor]:
         """Keypoint encoder, attentional GNN and final projection up to the (B, N, M) score matrix."""
-        kenc0 = self.kenc(normalize_keypoints(keypoints0, size0), scores0)
-        kenc1 = self.kenc(normalize_keypoints(keypoints1, size1), scores1)
+        extra0, extra1 = self._encoder_extras(scale_orientation0, size0, scale_orientation1, size1)
+        kenc0 = self.kenc(normalize_keypoints(keypoints0, size0), scores0, extra0)
+        kenc1 = self.kenc(normalize_keypoints(keypoints1, size1), scores1, extra1)
         gnn0, gnn1 = self.gnn(descriptors0 + kenc0, descriptors1 + kenc1, mask0, mask1)
         mdesc0, mdesc1 = linear(gnn0, self.final_proj), linear(gnn1, self.final_proj)
         raw_scores = torch.einsum("bnd,bmd->bnm", mdesc0, mdesc1) / self.config["descriptor_dim"] ** 0.5
         return {"kenc0": kenc0, "kenc1": kenc1, "gnn_desc0": gnn0, "gnn_desc1": gnn1,
                 "mdesc0": mdesc0, "mdesc1": mdesc1, "raw_scores": raw_scores}
+
+    def _encoder_extras(self, frames0: torch.Tensor | None, size0: torch.Tensor,
+                        frames1: torch.Tensor | None, size1: torch.Tensor,
+                        ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not self.config["scale_orientation"]:
+            return None, None
+        if frames0 is None or frames1 is None:
+            raise ValueError("this SuperGlue reads keypoint scale and orientation, which these features lack "
+                             "(it was trained for SIFT; use the front end stored with the model)")
+        return encode_scale_orientation(frames0, size0), encode_scale_orientation(frames1, size1)
 
     def optimal_transport(self, raw_scores: torch.Tensor, mask0: torch.Tensor | None = None,
                           mask1: torch.Tensor | None = None) -> torch.Tensor:
@@ -338,13 +375,13 @@ class SuperGlue(nn.Module):
     def _match_padded(self, batch0: list[Features], batch1: list[Features],
                       timings: dict[str, float] | None) -> list[MatchResult]:
         device = self.bin_score.device
-        kpts0, scores0, desc0, size0, mask0 = pad_features(batch0, device)
-        kpts1, scores1, desc1, size1, mask1 = pad_features(batch1, device)
+        kpts0, scores0, desc0, size0, mask0, frames0 = pad_features(batch0, device)
+        kpts1, scores1, desc1, size1, mask1, frames1 = pad_features(batch1, device)
         if bool(mask0.all()) and bool(mask1.all()):
             mask0 = mask1 = None
         with StageClock(timings, "superglue_gnn", device):
             raw_scores = self.score_stages(kpts0, scores0, desc0, size0, kpts1, scores1, desc1, size1,
-                                           mask0, mask1)["raw_scores"]
+                                           mask0, mask1, frames0, frames1)["raw_scores"]
         with StageClock(timings, "sinkhorn", device):
             log_assignment = self.optimal_transport(raw_scores, mask0, mask1)
         return [assignment_result(unpad_plan(log_assignment[b], len(f0), len(f1)), self.config["match_threshold"])
@@ -387,8 +424,9 @@ def unmatchable_plan(n: int, m: int, transport: Callable[[torch.Tensor], torch.T
 
 
 def pad_features(batch: Sequence[Features], device: torch.device,
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack Features of different lengths: (B, N, 2), (B, N), (B, N, D), sizes (B, 2), mask (B, N)."""
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Stack Features of different lengths: (B, N, 2), (B, N), (B, N, D), sizes (B, 2), mask (B, N),
+    and scale/orientation (B, N, 2) if every one has them, else None."""
     length = max(len(f) for f in batch)
     dim = batch[0].descriptor_dim
 
@@ -403,7 +441,10 @@ def pad_features(batch: Sequence[Features], device: torch.device,
     descriptors = torch.stack([padded(f.descriptors, dim) for f in batch])
     sizes = torch.tensor([f.image_size for f in batch], dtype=torch.float32, device=device)
     mask = torch.arange(length, device=device)[None] < torch.tensor([len(f) for f in batch], device=device)[:, None]
-    return keypoints, scores, descriptors, sizes, mask
+    frames = None
+    if all(f.scale_orientation is not None for f in batch):
+        frames = torch.stack([padded(f.scale_orientation, 2) for f in batch])  # type: ignore[arg-type]
+    return keypoints, scores, descriptors, sizes, mask, frames
 
 
 def unpad_plan(plan: torch.Tensor, n: int, m: int) -> torch.Tensor:

@@ -44,7 +44,7 @@ VALIDATION_EVERY_NTH = 10  # one image in ten (by a hash of its name) validates 
 # The run's identity: a resumed run takes these from its checkpoint.
 RUN_FIELDS = ("images", "features", "batch", "lr", "seed", "num_keypoints", "crop", "max_side",
               "layers", "sinkhorn_iterations", "val_pairs", "init", "min_keypoints",
-              "keypoint_imbalance")
+              "keypoint_imbalance", "scale_orientation")
 DESCRIPTOR_DIMS = {"sift": 128, "superpoint": 256}
 
 
@@ -73,6 +73,7 @@ class TrainConfig:
     layers: int = 3
     sinkhorn_iterations: int = 50
     workers: int = 0
+    scale_orientation: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,21 +99,27 @@ class Batch:
     size1: torch.Tensor
     gt0: torch.Tensor
     gt1: torch.Tensor
+    scale_orientation0: torch.Tensor | None = None
+    scale_orientation1: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+        return Batch(*(None if value is None else value.to(device)
+                       for value in (getattr(self, f.name) for f in dataclasses.fields(self))))
 
-    def inputs(self) -> tuple[torch.Tensor, ...]:
-        """Positional arguments of SuperGlue.forward."""
+    def inputs(self) -> tuple[torch.Tensor | None, ...]:
+        """Positional arguments of SuperGlue.forward (no masks: nothing is padded)."""
         return (self.keypoints0, self.scores0, self.descriptors0, self.size0,
-                self.keypoints1, self.scores1, self.descriptors1, self.size1)
+                self.keypoints1, self.scores1, self.descriptors1, self.size1,
+                None, None, self.scale_orientation0, self.scale_orientation1)
 
 
-def superglue_config(descriptor_dim: int, layers: int, sinkhorn_iterations: int) -> dict[str, Any]:
+def superglue_config(descriptor_dim: int, layers: int, sinkhorn_iterations: int,
+                     scale_orientation: bool = False) -> dict[str, Any]:
     """A small SuperGlue: the keypoint encoder ends at descriptor_dim, ``layers`` self/cross pairs."""
     encoder = [width for width in (32, 64, 128, 256) if width < descriptor_dim] or [descriptor_dim]
     return {"descriptor_dim": descriptor_dim, "keypoint_encoder": encoder, "GNN_layers": ["self", "cross"] * layers,
-            "num_heads": 4, "sinkhorn_iterations": sinkhorn_iterations, "match_threshold": 0.2}
+            "num_heads": 4, "sinkhorn_iterations": sinkhorn_iterations, "match_threshold": 0.2,
+            "scale_orientation": scale_orientation}
 
 
 def features_config(name: str, num_keypoints: int) -> dict[str, Any]:
@@ -198,8 +205,9 @@ def collate(pairs: Sequence[Pair], limits: tuple[int, int] | None = None) -> Bat
     labels = [ground_truth_matches(p.features0.keypoints[:n].numpy(), p.features1.keypoints[:m].numpy(), p.h)
               for p in pairs]
 
-    def stack(side: int, field: str, count: int) -> torch.Tensor:
-        return torch.stack([getattr(p.features0 if side == 0 else p.features1, field)[:count] for p in pairs])
+    def stack(side: int, field: str, count: int) -> torch.Tensor | None:
+        rows = [getattr(p.features0 if side == 0 else p.features1, field) for p in pairs]
+        return None if any(r is None for r in rows) else torch.stack([r[:count] for r in rows])
 
     def sizes(side: int) -> torch.Tensor:
         return torch.tensor([(p.features0 if side == 0 else p.features1).image_size for p in pairs],
@@ -208,7 +216,8 @@ def collate(pairs: Sequence[Pair], limits: tuple[int, int] | None = None) -> Bat
     return Batch(stack(0, "keypoints", n), stack(0, "scores", n), stack(0, "descriptors", n), sizes(0),
                  stack(1, "keypoints", m), stack(1, "scores", m), stack(1, "descriptors", m), sizes(1),
                  torch.from_numpy(np.stack([g0 for g0, _ in labels])),
-                 torch.from_numpy(np.stack([g1 for _, g1 in labels])))
+                 torch.from_numpy(np.stack([g1 for _, g1 in labels])),
+                 stack(0, "scale_orientation", n), stack(1, "scale_orientation", m))
 
 
 def training_batch(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint, config: TrainConfig,
@@ -371,17 +380,25 @@ def initialise_from(model: SuperGlue, path: str) -> None:
     A model with fewer attention layers fills the first layers; each added
     layer starts with its residual update at zero (last MLP projection), so
     the grown model computes exactly what the file's model did and training
-    goes on from there instead of from scratch.
+    goes on from there instead of from scratch. Likewise a model without
+    scale/orientation inputs gives a model with them zero weights on those.
     """
     _, superglue, _ = load_open_model(path)
     architecture = ("descriptor_dim", "keypoint_encoder", "num_heads")
     theirs = {key: superglue.config[key] for key in architecture}
     ours = {key: model.config[key] for key in architecture}
     layers, known = list(model.config["GNN_layers"]), list(superglue.config["GNN_layers"])
-    if theirs != ours or layers[:len(known)] != known:
+    if (theirs != ours or layers[:len(known)] != known
+            or superglue.config["scale_orientation"] > model.config["scale_orientation"]):
         raise ValueError(f"--init {path}: its SuperGlue {theirs} with layers {known} does not fit this run's "
-                         f"{ours} with layers {layers} (match --features; --layers may only grow)")
-    missing, unexpected = model.load_state_dict(superglue.state_dict(), strict=False)
+                         f"{ours} with layers {layers} (match --features and --scale-orientation; "
+                         "--layers may only grow)")
+    state = superglue.state_dict()
+    first = "kenc.encoder.0.weight"
+    width = model.state_dict()[first].shape[1]
+    state[first] = torch.cat([state[first], state[first].new_zeros(
+        (state[first].shape[0], width - state[first].shape[1], 1))], dim=1)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not key.startswith("gnn.layers.") for key in missing):
         raise ValueError(f"--init {path}: unexpected weights {unexpected or missing}")
     with torch.no_grad():
@@ -404,7 +421,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     train_paths, val_paths = split_images(image_files(config.images))
     train_images = [load_gray(p, config.max_side) for p in train_paths]
     val_images = [load_gray(p, config.max_side) for p in val_paths]
-    model_config = superglue_config(DESCRIPTOR_DIMS[config.features], config.layers, config.sinkhorn_iterations)
+    model_config = superglue_config(DESCRIPTOR_DIMS[config.features], config.layers, config.sinkhorn_iterations,
+                                    config.scale_orientation)
     model = SuperGlue(**model_config)
     if config.init and checkpoint is None:
         initialise_from(model, config.init)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from superglue_ros import Matcher
+from superglue_ros import Features, Matcher
 from superglue_ros.matcher import resolve_device, to_original_pixels
 from superglue_ros.preprocess import resize_gray, resized_shape, to_gray_float
 from superglue_ros.weights import WeightsError
@@ -138,6 +138,14 @@ def test_invalid_matcher_options(weight_files):
 def test_identity_of_mapping_without_resize(matcher, scene):
     features = matcher.extract(scene)
     assert to_original_pixels(features, features.image_size) is features
+
+
+def test_keypoint_diameters_scale_with_the_image_and_orientations_stay():
+    frames = torch.tensor([[4.0, 0.5], [10.0, 3.0]])
+    small = Features(torch.tensor([[10.0, 20.0], [0.0, 0.0]]), torch.ones(2), torch.ones(2, 4), (100, 150), frames)
+    big = to_original_pixels(small, (200, 300))
+    assert torch.allclose(big.scale_orientation, torch.tensor([[8.0, 0.5], [20.0, 3.0]]))
+    assert torch.allclose(big.keypoints, torch.tensor([[20.5, 40.5], [0.5, 0.5]]))
 
 
 def test_open_model_file_is_used_by_path_and_auto_falls_back_with_a_notice(tmp_path, monkeypatch, caplog):

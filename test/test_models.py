@@ -144,6 +144,34 @@ def test_match_rejects_mismatched_inputs(superglue):
         superglue.match(random_features(3), [random_features(3)])
 
 
+def with_frames(features: Features, seed: int) -> Features:
+    gen = torch.Generator().manual_seed(seed)
+    n = len(features)
+    frames = torch.stack([1 + 20 * torch.rand(n, generator=gen), 6.28 * torch.rand(n, generator=gen)], dim=1)
+    return Features(features.keypoints, features.scores, features.descriptors, features.image_size, frames)
+
+
+def test_scale_orientation_model_reads_them_batched_or_alone():
+    torch.manual_seed(0)
+    superglue = SuperGlue(descriptor_dim=64, keypoint_encoder=[32], GNN_layers=["self", "cross"],
+                          sinkhorn_iterations=20, match_threshold=0.0, scale_orientation=True).eval()
+    assert superglue.kenc.encoder[0].weight.shape == (32, 6, 1)
+    batch0 = [with_frames(random_features(n, seed=n, dim=64), n) for n in (12, 30)]
+    batch1 = [with_frames(random_features(m, seed=m, dim=64), m) for m in (25, 7)]
+    for f0, f1, together in zip(batch0, batch1, superglue.match(batch0, batch1)):
+        torch.testing.assert_close(together.log_assignment, superglue.match(f0, f1).log_assignment,
+                                   rtol=1e-4, atol=1e-4)
+    turned = with_frames(batch0[0], 99)
+    assert not torch.allclose(superglue.match(turned, batch1[0]).log_assignment,
+                              superglue.match(batch0[0], batch1[0]).log_assignment)
+    with pytest.raises(ValueError, match="scale and orientation"):
+        superglue.match(random_features(5, dim=64), batch1[0])
+    with pytest.raises(ValueError, match="scale_orientation"):
+        Features(torch.zeros(3, 2), torch.zeros(3), torch.zeros(3, 8), (10, 10), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="scale_orientation"):
+        SuperGlue(scale_orientation=1)
+
+
 def test_superpoint_rejects_bad_image_shapes(superpoint):
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         superpoint.extract(torch.zeros((2, 3, 16, 16)))

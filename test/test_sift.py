@@ -27,6 +27,9 @@ def test_features_contract() -> None:
     assert (features.descriptors >= 0).all()
     assert features.scores.max() == pytest.approx(1.0) and (features.scores >= 0).all()
     assert torch.all(features.scores[:-1] >= features.scores[1:])  # strongest first
+    frames = features.scale_orientation
+    assert frames is not None and frames.shape == (n, 2) and frames.dtype == torch.float32
+    assert (frames[:, 0] > 0).all() and (frames[:, 1] >= 0).all() and (frames[:, 1] < 2 * np.pi).all()
     xy = features.keypoints
     assert (xy[:, 0] >= 0).all() and (xy[:, 0] < 320).all() and (xy[:, 1] >= 0).all() and (xy[:, 1] < 240).all()
 
@@ -73,6 +76,24 @@ def test_keypoints_repeat_under_a_known_warp() -> None:
     idx = np.nonzero(matches0 >= 0)[0]
     similarity = (f0.descriptors[idx] * f1.descriptors[matches0[idx]]).sum(dim=1)
     assert similarity.median() > 0.9  # RootSIFT of the same spot agrees across the warp
+
+
+def test_scale_and_orientation_turn_with_the_image() -> None:
+    """A quarter turn clockwise (y points down) adds 90 degrees to the orientation and keeps the scale."""
+    image = textured(seed=4)
+    sift = SIFT(max_keypoints=300)
+    f0, f1 = sift.extract(image), sift.extract(cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE))
+    xy = f0.keypoints.numpy()
+    turned = np.stack([image.shape[0] - 1 - xy[:, 1], xy[:, 0]], axis=1)
+    distance = np.linalg.norm(turned[:, None] - f1.keypoints.numpy()[None], axis=2)
+    same = distance.min(axis=1) < 0.5
+    assert same.sum() > 50
+    frames0 = f0.scale_orientation.numpy()[same]
+    frames1 = f1.scale_orientation.numpy()[distance.argmin(axis=1)[same]]
+    ratio = frames1[:, 0] / frames0[:, 0]  # sub-pixel refinement differs a little on the turned grid
+    assert abs(np.median(ratio) - 1) < 0.005 and np.all(np.abs(ratio - 1) < 0.05)
+    turn = np.rad2deg(frames1[:, 1] - frames0[:, 1]) % 360
+    assert np.mean(np.abs(turn - 90) < 3) > 0.7  # the rest took another of their dominant orientations
 
 
 def test_bad_arguments() -> None:

@@ -102,11 +102,13 @@ def test_plain_images_are_redrawn_and_a_blank_folder_is_an_error() -> None:
         sample_pair([blank], np.random.default_rng(0), sift, (120, 160), 1)
 
 
-def test_one_training_step_reduces_the_loss_on_a_fixed_batch() -> None:
+@pytest.mark.parametrize("scale_orientation", [False, True])
+def test_one_training_step_reduces_the_loss_on_a_fixed_batch(scale_orientation: bool) -> None:
     torch.manual_seed(0)
     pairs = [make_pair(textured(k), np.random.default_rng(k), SIFT(max_keypoints=64)) for k in range(2)]
     batch = collate(pairs)
-    model = SuperGlue(**superglue_config(128, 1, 20))
+    assert batch.scale_orientation0.shape == (*batch.keypoints0.shape[:2], 2)
+    model = SuperGlue(**superglue_config(128, 1, 20, scale_orientation))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     before = training_step(model, optimizer, batch, 1e-3)
     model.train()
@@ -214,6 +216,24 @@ def test_a_grown_model_starts_out_computing_what_the_shallower_file_did(tmp_path
         initialise_from(SuperGlue(**superglue_config(128, 1, 20)), str(_saved(tmp_path, grown)))
 
 
+def test_scale_orientation_inputs_start_at_zero_from_a_model_without_them(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    plain = SuperGlue(**superglue_config(128, 1, 20)).eval()
+    with torch.no_grad():
+        for parameter in plain.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    oriented = SuperGlue(**superglue_config(128, 1, 20, scale_orientation=True))
+    initialise_from(oriented, str(_saved(tmp_path, plain)))
+    pair = make_pair(textured(4), np.random.default_rng(4), SIFT(max_keypoints=64))
+    with torch.inference_mode():
+        expected = plain.match(pair.features0, pair.features1).log_assignment
+        assert torch.equal(oriented.eval().match(pair.features0, pair.features1).log_assignment, expected)
+    first = oriented.kenc.encoder[0].weight
+    assert first.shape[1] == 6 and not first[:, 3:].abs().any() and first[:, :3].abs().any()
+    with pytest.raises(ValueError, match="scale-orientation"):
+        initialise_from(SuperGlue(**superglue_config(128, 1, 20)), str(_saved(tmp_path, oriented)))
+
+
 def _saved(folder: Path, model: SuperGlue) -> Path:
     path = folder / "saved.pt"
     save_open_model(path, model, {"name": "sift", "max_keypoints": 64}, {})
@@ -231,4 +251,5 @@ def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["train", "--images", str(image_dir), "--keypoints", "32", "--min-keypoints", "64"]) == 2
     assert main(["train", "--images", str(image_dir), "--keypoint-imbalance", "0.5"]) == 2
     assert main(["train", "--images", str(image_dir), "--keypoint-imbalance", "2"]) == 2
+    assert main(["train", "--images", str(image_dir), "--features", "superpoint", "--scale-orientation"]) == 2
     assert features_config("sift", 10) == {"name": "sift", "max_keypoints": 10}

@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--init", metavar="MODEL", help="start from the weights of this model file (fine-tuning; "
                         "a fresh schedule and optimiser), e.g. sift_open; with more --layers than it has, the "
                         "added layers start as identities")
+    parser.add_argument("--scale-orientation", action="store_true",
+                        help="also encode each keypoint's scale and orientation (SIFT only; with --init from a "
+                             "model without them, their weights start at zero)")
     parser.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=(360, 480),
                         help="size of the random training views (default: %(default)s)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="default: %(default)s")
@@ -66,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     if args.keypoint_imbalance > 1.0 and (args.min_keypoints or args.keypoints) >= args.keypoints:
         raise CommandError("--keypoint-imbalance needs --min-keypoints below --keypoints: image 1's count "
                            "stays within that range")
+    if args.scale_orientation and args.features != "sift":
+        raise CommandError("--scale-orientation needs --features sift (SuperPoint keypoints have no scale "
+                           "or orientation)")
     if args.workers < 0:
         raise CommandError("--workers must be 0 or more")
     if not Path(args.images).is_dir():
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                          checkpoint_every=args.checkpoint_every, val_every=args.val_every,
                          num_keypoints=args.keypoints, min_keypoints=args.min_keypoints,
                          keypoint_imbalance=args.keypoint_imbalance, layers=args.layers, init=args.init,
-                         crop=tuple(args.crop), workers=args.workers)
+                         crop=tuple(args.crop), workers=args.workers, scale_orientation=args.scale_orientation)
     try:
         meta = train(config)
     except (FileNotFoundError, ValueError, WeightsError) as error:
