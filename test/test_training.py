@@ -197,15 +197,21 @@ def test_fine_tuning_starts_from_a_model_file(image_dir: Path, tmp_path: Path, o
         initialise_from(SuperGlue(**superglue_config(256, 1, 10)), source.out)
 
 
-def test_a_grown_model_starts_out_computing_what_the_shallower_file_did(tmp_path: Path) -> None:
-    torch.manual_seed(2)
-    small = SuperGlue(**superglue_config(128, 1, 20)).eval()
+def perturbed_model(seed: int) -> SuperGlue:
+    """A one-layer SIFT SuperGlue in eval mode whose weights are all off their initial values
+    (zero biases and unit BatchNorm would hide mistakes in copying them)."""
+    torch.manual_seed(seed)
+    model = SuperGlue(**superglue_config(128, 1, 20)).eval()
     with torch.no_grad():
-        for parameter in small.parameters():
+        for parameter in model.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
-    save_open_model(tmp_path / "small.pt", small, {"name": "sift", "max_keypoints": 64}, {})
+    return model
+
+
+def test_a_grown_model_starts_out_computing_what_the_shallower_file_did(tmp_path: Path) -> None:
+    small = perturbed_model(2)
     grown = SuperGlue(**superglue_config(128, 3, 20))
-    initialise_from(grown, str(tmp_path / "small.pt"))
+    initialise_from(grown, str(_saved(tmp_path, small)))
     pair = make_pair(textured(3), np.random.default_rng(3), SIFT(max_keypoints=64))
     with torch.inference_mode():
         expected = small.match(pair.features0, pair.features1).log_assignment
@@ -217,11 +223,7 @@ def test_a_grown_model_starts_out_computing_what_the_shallower_file_did(tmp_path
 
 
 def test_scale_orientation_inputs_start_at_zero_from_a_model_without_them(tmp_path: Path) -> None:
-    torch.manual_seed(3)
-    plain = SuperGlue(**superglue_config(128, 1, 20)).eval()
-    with torch.no_grad():
-        for parameter in plain.parameters():
-            parameter.add_(0.1 * torch.randn_like(parameter))
+    plain = perturbed_model(3)
     oriented = SuperGlue(**superglue_config(128, 1, 20, scale_orientation=True))
     initialise_from(oriented, str(_saved(tmp_path, plain)))
     pair = make_pair(textured(4), np.random.default_rng(4), SIFT(max_keypoints=64))
