@@ -395,7 +395,7 @@ def initialise_from(model: SuperGlue, path: str) -> None:
                          "--layers may only grow)")
     state = superglue.state_dict()
     first = "kenc.encoder.0.weight"
-    width = model.state_dict()[first].shape[1]
+    width = model.kenc.encoder[0].weight.shape[1]
     state[first] = torch.cat([state[first], state[first].new_zeros(
         (state[first].shape[0], width - state[first].shape[1], 1))], dim=1)
     missing, unexpected = model.load_state_dict(state, strict=False)
