@@ -14,7 +14,6 @@ import math
 import os
 import shutil
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +29,7 @@ from .bagio import Bag, ImageFrame, OutputBag, RawFrame
 from .geometry import HomographyEstimate, estimate_homography
 from .matcher import Matcher, PairMatch
 from .messages import Stamp, homography_fields, matches_fields
+from .pairing import ApproximateSync, StampedFrame
 from .preprocess import resize_gray, resized_shape, to_gray_float
 from .synthetic import ground_truth_matches, sample_homography, warp_image
 
@@ -40,6 +40,7 @@ OUTPUT_BAG = "matches_bag"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
 SCORE_BINS = 20
+STEREO_QUEUE_SIZE = 64  # frames per camera awaiting a partner: bags may record one camera in bursts
 POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped",
               "nav_msgs/msg/Odometry", "geometry_msgs/msg/TransformStamped", "tf2_msgs/msg/TFMessage")
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
@@ -198,34 +199,21 @@ def synthetic_pairs(bag: Bag, config: EvalConfig, resize: int | tuple[int, int] 
 
 
 def stereo_pairs(bag: Bag, config: EvalConfig) -> Iterator[Pair]:
-    """Left frames (every ``stride``-th) with the right frame nearest in header stamp, within tolerance.
+    """Left frames (every ``stride``-th) paired with right frames by header stamp, the way the node pairs them.
 
-    Messages arrive in recording order, so unmatched frames wait in short
-    queues; a left frame is paired as soon as a right frame close enough in
-    stamp is available. Frames are only decoded once paired.
+    Using the node's own ``ApproximateSync`` (slop = ``sync_tolerance``)
+    means an evaluation over a recorded bag scores the pairs a running node
+    would have matched. Frames are only decoded once paired.
     """
     decode = _Decoder(bag)
-    tolerance = int(config.sync_tolerance * 1e9)
-    lefts: deque[tuple[int, RawFrame]] = deque(maxlen=64)
-    rights: deque[tuple[int, RawFrame]] = deque(maxlen=64)
+    sync = ApproximateSync(config.sync_tolerance, STEREO_QUEUE_SIZE)
     for raw in bag.raw_frames([config.topic, config.topic1]):
-        if raw.topic == config.topic:
-            if raw.index % config.stride == 0:
-                lefts.append((header_stamp(bag, raw), raw))
-        else:
-            rights.append((header_stamp(bag, raw), raw))
-        while lefts and rights:
-            stamp, left = lefts[0]
-            offset, nearest = min((abs(s - stamp), i) for i, (s, _) in enumerate(rights))
-            if offset <= tolerance:
-                right = rights[nearest][1]
-                del rights[nearest]
-                lefts.popleft()
-                yield Pair(decode(left), decode(right), decode.take())
-            elif rights[-1][0] > stamp + tolerance:
-                lefts.popleft()
-            else:
-                break
+        side = 0 if raw.topic == config.topic else 1
+        if side == 0 and raw.index % config.stride:
+            continue
+        pair, _ = sync.add(side, StampedFrame(header_stamp(bag, raw), raw, 0.0))
+        if pair is not None:
+            yield Pair(decode(pair[0].message), decode(pair[1].message), decode.take())
 
 
 def header_stamp(bag: Bag, raw: RawFrame) -> int:
