@@ -1,10 +1,11 @@
 """Robust homography on injected correspondences: recovery, outliers, and every invalid case."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from superglue_ros.geometry import degeneracy, estimate_homography, project
+from superglue_ros.geometry import METHODS, degeneracy, estimate_homography, project
 
 H_TRUE = np.array([[0.9, 0.08, 30.0], [-0.05, 1.1, -12.0], [1e-4, -5e-5, 1.0]])
 
@@ -31,6 +32,18 @@ def test_recovers_a_known_warp_despite_outliers(method):
     assert estimate.num_matches == 200 and 150 <= estimate.num_inliers <= 165
     assert not estimate.inliers[:40].any() or estimate.inliers[:40].sum() <= 3
     assert estimate.inlier_ratio == pytest.approx(estimate.num_inliers / 200)
+
+
+@pytest.mark.parametrize("method", ["ransac", "lmeds"])
+def test_the_estimate_is_the_least_squares_fit_over_all_inliers(method):
+    """Not the best minimal sample's model: every inlier counts."""
+    points0, points1 = correspondences(120, outliers=20, noise=1.0, seed=3)
+    estimate = estimate_homography(points0, points1, method=method, threshold=3.0)
+    fitted, _ = cv2.findHomography(points0[estimate.inliers], points1[estimate.inliers], 0)
+    sample_model, _ = cv2.findHomography(points0, points1, METHODS[method], 3.0, maxIters=2000, confidence=0.999)
+    assert estimate.valid
+    np.testing.assert_allclose(estimate.h, fitted / fitted[2, 2], rtol=1e-9, atol=1e-12)
+    assert not np.allclose(estimate.h, sample_model / sample_model[2, 2], rtol=1e-6, atol=1e-9)
 
 
 def test_too_few_matches_is_invalid_with_identity():
