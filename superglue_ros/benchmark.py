@@ -27,7 +27,7 @@ from .metrics import summary
 from .preprocess import image_files
 from .synthetic import sample_homography, warp_image
 
-STAGES = ("preprocess", "superpoint", "superglue_gnn", "sinkhorn", "geometry")
+STAGES = ("preprocess", "features", "superglue_gnn", "sinkhorn", "geometry")
 # Public reference implementation on the 2-core CPU these figures were taken on
 # (640x480, 1024 keypoints, 100 Sinkhorn iterations): seconds per pair, end to end.
 REFERENCE_SECONDS_PER_PAIR = 2.0
@@ -53,7 +53,7 @@ class BenchResult:
                                            self.stage_seconds.get("sinkhorn", []))]
         gflops = [f / t / 1e9 for f, t in zip(self.superglue_flop, superglue) if t > 0]
         return {
-            "schema_version": 1,
+            "schema_version": 2,
             "config": self.config,
             "stages_ms": {name: summarize(values, 1e3) for name, values in self.stage_seconds.items()},
             "pair_ms": summarize(self.pair_seconds, 1e3),

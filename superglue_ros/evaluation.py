@@ -33,9 +33,9 @@ from .pairing import ApproximateSync, StampedFrame
 from .preprocess import resize_gray, resized_shape, to_gray_float
 from .synthetic import ground_truth_matches, sample_homography, warp_image
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the front end's stage and configuration are named "features" (1: "superpoint")
 MODES = ("sequential", "stereo")
-STAGES = ("decode", "preprocess", "superpoint", "superglue", "geometry")
+STAGES = ("decode", "preprocess", "features", "superglue", "geometry")
 OUTPUT_BAG = "matches_bag"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
@@ -404,7 +404,7 @@ class Run:
         start = time.perf_counter()
         estimate = estimate_homography(points0, points1, threshold=self.config.ransac_threshold)
         timings = {"decode": pair.decode_s, "preprocess": pair_match.timings.get("preprocess", 0.0),
-                   "superpoint": pair_match.timings.get("superpoint", 0.0),
+                   "features": pair_match.timings.get("features", 0.0),
                    "superglue": pair_match.timings.get("superglue", 0.0),
                    "geometry": time.perf_counter() - start}
         if self.first_time is None:
@@ -600,7 +600,7 @@ def build_metrics(config: EvalConfig, matcher: Matcher, records: list[dict[str, 
         "input": asdict(config) | {"expected_pairs": expected},
         "model": {"name": matcher.model_name, "weights": matcher.weights_id, "device": str(matcher.device),
                   "resize": matcher.resize,
-                  "superpoint": dict(matcher.extractor.config), "superglue": dict(matcher.superglue.config)},
+                  "features": dict(matcher.extractor.config), "superglue": dict(matcher.superglue.config)},
         "wall_time_s": wall_s,
         "summary": summarise(records, score_counts),
         "pairs": records,

@@ -149,7 +149,7 @@ class Matcher:
     def match(self, image0: np.ndarray, image1: np.ndarray,
               key0: Hashable | None = None, key1: Hashable | None = None) -> PairMatch:
         """Match two images; frames with a key already seen reuse their cached features."""
-        timings = {"preprocess": 0.0, "superpoint": 0.0}
+        timings = {"preprocess": 0.0, "features": 0.0}
         frame0 = self._frame(image0, key0, timings)
         frame1 = self._frame(image1, key1, timings)
         with StageClock(timings, "superglue", self.device if self.profile else None), self._autocast():
@@ -176,7 +176,7 @@ class Matcher:
             gray = to_gray_float(image, self.channel_order)
             height, width = gray.shape
             tensor = upload(resize_gray(gray, resized_shape(height, width, self.resize)), self.device)
-        with StageClock(timings, "superpoint", sync_device):
+        with StageClock(timings, "features", sync_device):
             network = self.extractor.extract(tensor)
         frame = Frame(network, to_original_pixels(network, (height, width)))
         if key is not None and self.cache_size:

@@ -68,7 +68,7 @@ def test_bench_command_prints_and_writes_json(weight_files, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "pairs/s" in done.stdout and "superglue_gnn" in done.stdout and "identical to exact" in done.stdout
     report = json.loads(out.read_text())
-    assert report["schema_version"] == 1 and report["config"]["precision"] == "bf16"
-    assert set(report["stages_ms"]) == {"preprocess", "superpoint", "superglue_gnn", "sinkhorn", "geometry"}
+    assert report["schema_version"] == 2 and report["config"]["precision"] == "bf16"
+    assert set(report["stages_ms"]) == {"preprocess", "features", "superglue_gnn", "sinkhorn", "geometry"}
     assert report["pairs_per_second"] > 0 and 0.0 <= report["agreement_with_exact"] <= 1.0
     assert report["peak_rss_mb"] > 0

@@ -76,13 +76,13 @@ def test_sequential_run_writes_consistent_outputs(sqlite_run: tuple[Path, Path],
     _, out = sqlite_run
     assert sorted(p.name for p in out.iterdir()) == ["matches_bag", "metrics.json", "report.html"]
     document = json.loads((out / "metrics.json").read_text())
-    assert document["schema_version"] == 1 and document["partial"] is False
+    assert document["schema_version"] == 2 and document["partial"] is False
     records = document["pairs"]
     assert [(r["frame0"], r["frame1"]) for r in records] == [(0, 1), (1, 2), (2, 3)]
     summary = document["summary"]
     assert summary["pairs"] == 3
     assert summary["matches"]["median"] == np.median([r["matches"] for r in records])
-    assert set(summary["timing_ms"]) == {"decode", "preprocess", "superpoint", "superglue", "geometry", "total"}
+    assert set(summary["timing_ms"]) == {"decode", "preprocess", "features", "superglue", "geometry", "total"}
     assert sum(summary["matching_score_histogram"]["counts"]) == sum(r["matches"] for r in records)
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
@@ -300,6 +300,21 @@ def test_eval_compare_prints_table_and_flags_regressions(tmp_path: Path, sqlite_
     assert code == 1 and row.endswith("REGRESSION") and "1 regression(s)" in text
     code, _, err = run_cli(capsys, "eval-compare", str(out), str(tmp_path / "nothing"))
     assert_one_line_error(code, err, "no metrics.json")
+
+
+def test_eval_compare_reads_schema_1_runs_that_named_the_front_end_superpoint(
+        tmp_path: Path, sqlite_run: tuple[Path, Path], capsys) -> None:
+    _, out = sqlite_run
+    document = json.loads((out / "metrics.json").read_text())
+    timing = document["summary"]["timing_ms"]
+    old = {**document, "schema_version": 1,
+           "summary": {**document["summary"], "timing_ms": {("superpoint" if k == "features" else k): v
+                                                            for k, v in timing.items()}}}
+    (tmp_path / "metrics.json").write_text(json.dumps(old))
+    code, text, _ = run_cli(capsys, "eval-compare", str(tmp_path), str(out))
+    row = next(line for line in text.splitlines() if line.startswith("features ms median"))
+    run_a, run_b = row.split()[3:5]
+    assert code == 0 and run_a == run_b != "-"
 
 
 def write_posed_bag(path: Path, frames: list[np.ndarray], pose_kind: str) -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..cli import CommandError
 
-SUPPORTED_SCHEMAS = (1,)
+SUPPORTED_SCHEMAS = (1, 2)
 INPUT_KEYS = ("bag", "topic", "topic1", "mode", "synthetic", "strength", "seed", "stride", "max_pairs")
 # (label, path in summary, higher is better, relative tolerance before flagging)
 METRICS: tuple[tuple[str, tuple[str, ...], bool, float], ...] = (
@@ -36,7 +36,7 @@ METRICS: tuple[tuple[str, tuple[str, ...], bool, float], ...] = (
     ("pose AUC@5deg", ("pose", "auc", "5deg"), True, 0.05),
     ("pose AUC@10deg", ("pose", "auc", "10deg"), True, 0.05),
     ("pose AUC@20deg", ("pose", "auc", "20deg"), True, 0.05),
-    ("SuperPoint ms median", ("timing_ms", "superpoint", "median"), False, 0.10),
+    ("features ms median", ("timing_ms", "features", "median"), False, 0.10),
     ("SuperGlue ms median", ("timing_ms", "superglue", "median"), False, 0.10),
     ("total ms median", ("timing_ms", "total", "median"), False, 0.10),
     ("total ms p95", ("timing_ms", "total", "p95"), False, 0.15),
@@ -68,6 +68,14 @@ def load_metrics(path: str) -> dict[str, Any]:
     version = document.get("schema_version") if isinstance(document, dict) else None
     if version not in SUPPORTED_SCHEMAS:
         raise CommandError(f"{target}: schema_version {version!r} is not supported (known: {SUPPORTED_SCHEMAS})")
+    return upgraded(document)
+
+
+def upgraded(document: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 run in schema-2 names, so that runs from before the rename still compare."""
+    timing = document.get("summary", {}).get("timing_ms", {})
+    if document["schema_version"] == 1 and "superpoint" in timing:
+        timing["features"] = timing.pop("superpoint")
     return document
 
 
