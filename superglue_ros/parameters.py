@@ -48,8 +48,8 @@ PARAMETERS: tuple[Parameter, ...] = (
               "SensorDataQoS (what camera drivers publish), reliable for recorded or relayed streams",
               choices=("best_effort", "reliable"), read_only=True),
     Parameter("weights", "auto", "model: official indoor/outdoor SuperGlue weights, the bundled open models "
-              "sift_open and sift_open_large (deeper, GNN twice as slow), or auto (official indoor when found, "
-              "else sift_open)",
+              "sift_open and sift_open_large (deeper, GNN twice as slow, superseded by sift_open), or auto "
+              "(official indoor when found, else sift_open)",
               choices=("auto", "indoor", "outdoor", "sift_open", "sift_open_large"), read_only=True),
     Parameter("weights_dir", "", "folder with the weight files (empty: $SUPERGLUE_ROS_WEIGHTS_DIR, then "
               "~/.cache/superglue_ros)", read_only=True),
