@@ -198,7 +198,22 @@ def synthetic_pairs(bag: Bag, config: EvalConfig, resize: int | tuple[int, int] 
             yield Pair(reference, current, decode.take(), h)
 
 
-def stereo_pairs(bag: Bag, config: EvalConfig) -> Iterator[Pair]:
+@dataclass
+class FrameTally:
+    """Stereo frames read per camera and pairs formed, so frames left without a partner are counted.
+
+    Frames a ``stride`` skips on the first camera are never read; the second
+    camera's frames that would have paired with them count as unpaired.
+    """
+
+    read: list[int] = field(default_factory=lambda: [0, 0])
+    paired: int = 0
+
+    def unpaired(self, topics: tuple[str, str]) -> dict[str, int]:
+        return {topic: read - self.paired for topic, read in zip(topics, self.read)}
+
+
+def stereo_pairs(bag: Bag, config: EvalConfig, tally: FrameTally) -> Iterator[Pair]:
     """Left frames (every ``stride``-th) paired with right frames by header stamp, the way the node pairs them.
 
     Using the node's own ``ApproximateSync`` (slop = ``sync_tolerance``)
@@ -211,8 +226,10 @@ def stereo_pairs(bag: Bag, config: EvalConfig) -> Iterator[Pair]:
         side = 0 if raw.topic == config.topic else 1
         if side == 0 and raw.index % config.stride:
             continue
+        tally.read[side] += 1
         pair, _ = sync.add(side, StampedFrame(header_stamp(bag, raw), raw, 0.0))
         if pair is not None:
+            tally.paired += 1
             yield Pair(decode(pair[0].message), decode(pair[1].message), decode.take())
 
 
@@ -221,12 +238,14 @@ def header_stamp(bag: Bag, raw: RawFrame) -> int:
     return Stamp.from_header(bag.deserialize(raw.data, raw.msgtype).header).nanoseconds
 
 
-def frame_pairs(bag: Bag, config: EvalConfig, resize: int | tuple[int, int] | None = None) -> Iterator[Pair]:
-    """The pairs the configuration asks for, stopping at ``max_pairs``; ``resize`` is the matcher's."""
+def frame_pairs(bag: Bag, config: EvalConfig, resize: int | tuple[int, int] | None = None,
+                tally: FrameTally | None = None) -> Iterator[Pair]:
+    """The pairs the configuration asks for, stopping at ``max_pairs``; ``resize`` is the matcher's,
+    ``tally`` receives the stereo frame counts."""
     if config.synthetic:
         source = synthetic_pairs(bag, config, resize)
     elif config.mode == "stereo":
-        source = stereo_pairs(bag, config)
+        source = stereo_pairs(bag, config, tally if tally is not None else FrameTally())
     else:
         source = sequential_pairs(bag, config)
     return islice(source, config.max_pairs)
@@ -396,6 +415,7 @@ class Run:
         self.bag = None if config.synthetic else OutputBag(staging / OUTPUT_BAG, config.storage)
         self.pose: tuple[np.ndarray, PoseTrack] | None = None
         self.first_time: int | None = None
+        self.tally = FrameTally()
 
     def add(self, pair: Pair) -> dict[str, Any]:
         """Match, estimate and score one pair; returns its record."""
@@ -557,7 +577,7 @@ def evaluate(bag: Bag, config: EvalConfig, matcher: Matcher, out_dir: Path,
                 frame_id = first_frame_id(bag, config.topic)
                 run.pose = (load_intrinsics(bag, config), load_pose_track(bag, config.gt_topic, frame_id))
             with tqdm(total=expected, unit="pair", desc="eval", disable=not progress, dynamic_ncols=True) as bar:
-                for pair in frame_pairs(bag, config, matcher.resize):
+                for pair in frame_pairs(bag, config, matcher.resize, run.tally):
                     record = run.add(pair)
                     bar.update(1)
                     bar.set_postfix(matches=record["matches"], refresh=False)
@@ -573,7 +593,7 @@ def evaluate(bag: Bag, config: EvalConfig, matcher: Matcher, out_dir: Path,
                             f"(stereo pairs need header stamps within --sync-tolerance {config.sync_tolerance} s)")
         run.outcome.metrics = build_metrics(config, matcher, run.records, run.outcome.score_counts,
                                             partial=interrupted, wall_s=time.perf_counter() - started,
-                                            expected=expected)
+                                            expected=expected, tally=run.tally)
         write_report(staging / REPORT_FILE, run.outcome)
         write_json(staging / METRICS_FILE, run.outcome.metrics)
         publish(staging, out_dir)
@@ -591,8 +611,11 @@ def first_frame_id(bag: Bag, topic: str) -> str:
 
 
 def build_metrics(config: EvalConfig, matcher: Matcher, records: list[dict[str, Any]], score_counts: np.ndarray,
-                  partial: bool, wall_s: float, expected: int) -> dict[str, Any]:
+                  partial: bool, wall_s: float, expected: int, tally: FrameTally) -> dict[str, Any]:
     """The metrics.json document: versioned, self-describing, with every per-pair record."""
+    summary = summarise(records, score_counts)
+    if config.mode == "stereo" and not config.synthetic:
+        summary["unpaired_frames"] = tally.unpaired((config.topic, config.topic1 or ""))
     return {
         "schema_version": SCHEMA_VERSION,
         "partial": partial,
@@ -602,7 +625,7 @@ def build_metrics(config: EvalConfig, matcher: Matcher, records: list[dict[str, 
                   "resize": matcher.resize,
                   "features": dict(matcher.extractor.config), "superglue": dict(matcher.superglue.config)},
         "wall_time_s": wall_s,
-        "summary": summarise(records, score_counts),
+        "summary": summary,
         "pairs": records,
     }
 

@@ -19,6 +19,7 @@ import pytest
 from superglue_ros import metrics
 from superglue_ros.bagio import open_bag
 from superglue_ros.cli import main
+from superglue_ros.commands.eval import summary_line
 from superglue_ros.evaluation import EvalConfig, estimate_relative_pose, evaluate, frame_pairs, score_synthetic
 from superglue_ros.geometry import estimate_homography
 from superglue_ros.matcher import Matcher
@@ -130,6 +131,8 @@ def test_stereo_pairs_by_nearest_stamp(tmp_path: Path, frames: list[np.ndarray],
     with open_bag(bag_path) as bag:
         outcome = evaluate(bag, config, fast_matcher(weight_files), tmp_path / "out", progress=False)
     assert [(r["frame0"], r["frame1"]) for r in outcome.metrics["pairs"]] == [(0, 1), (1, 2)]
+    assert outcome.metrics["summary"]["unpaired_frames"] == {"/left": 0, "/right": 1}  # 40 ms off its partner
+    assert "without a stereo partner: /left 0, /right 1" in summary_line(outcome.metrics)
     messages = read_output_bag(tmp_path / "out" / "matches_bag")["/superglue/matches"]
     assert [m.mode for _, m in messages] == [0, 0]
 

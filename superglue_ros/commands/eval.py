@@ -104,6 +104,9 @@ def summary_line(document: dict) -> str:
     text = (f"{summary['pairs']} pairs: median {summary['matches']['median']:.0f} matches, "
             f"{summary['inliers']['median']:.0f} inliers, valid H {summary['homography_valid_rate']:.0%}, "
             f"total {summary['timing_ms']['total']['median']:.1f} ms/pair (median)")
+    unpaired = summary.get("unpaired_frames")
+    if unpaired:
+        text += "; without a stereo partner: " + ", ".join(f"{topic} {count}" for topic, count in unpaired.items())
     synthetic = summary.get("synthetic_homography")
     if synthetic:
         sg, mnn, ratio = synthetic["superglue"], synthetic["mnn"], synthetic["mnn_ratio"]
