@@ -491,9 +491,11 @@ def summarise(records: list[dict[str, Any]], score_counts: np.ndarray) -> dict[s
         positives = [s["keypoints"]["ground_truth_matches"] for s in synthetic]
         methods = {name: _summarise_method([s[name] for s in synthetic], positives)
                    for name in ("superglue", *BASELINES)}
+        images = [r["frame0"] for r in records if "synthetic" in r]
         out["synthetic_homography"] = methods | {
-            "gain": _gain(methods["superglue"], methods["mnn"]),
-            "gain_vs_ratio_test": _gain(methods["superglue"], methods["mnn_ratio"])}
+            "gain": _gain(methods["superglue"], methods["mnn"]) | _auc_interval(synthetic, "mnn", images),
+            "gain_vs_ratio_test": _gain(methods["superglue"], methods["mnn_ratio"])
+            | _auc_interval(synthetic, "mnn_ratio", images)}
     poses = [r["pose"] for r in records if r.get("pose") is not None]
     if any("pose" in r for r in records):
         errors = [p["error"] for p in poses]
@@ -529,6 +531,14 @@ def _gain(method: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
             for key in ("precision", "recall", "precision_pooled", "recall_pooled")} | {
         f"auc@{t:g}px": _difference(method["auc"][f"{t:g}px"], baseline["auc"][f"{t:g}px"])
         for t in metrics.HOMOGRAPHY_AUC_THRESHOLDS}
+
+
+def _auc_interval(scores: list[dict[str, Any]], baseline: str, images: list[int]) -> dict[str, list[float]]:
+    """95% interval of SuperGlue's AUC gain over ``baseline``, resampling source images."""
+    intervals = metrics.auc_difference_interval([s["superglue"]["corner_error"] for s in scores],
+                                                [s[baseline]["corner_error"] for s in scores], images,
+                                                metrics.HOMOGRAPHY_AUC_THRESHOLDS)
+    return {f"auc@{t:g}px_ci95": list(bounds) for t, bounds in intervals.items()}
 
 
 def _nanmean(values: list[float]) -> float:

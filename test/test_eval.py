@@ -179,6 +179,10 @@ def test_synthetic_homography_scores_both_methods_on_the_same_keypoints(
     assert all(r["matches"] <= m["matches"] for r, m in zip(ratio, (r["synthetic"]["mnn"] for r in records)))
     assert synthetic["gain_vs_ratio_test"]["precision"] == pytest.approx(
         synthetic["superglue"]["precision"] - synthetic["mnn_ratio"]["precision"], nan_ok=True)
+    interval = metrics.auc_difference_interval([r["synthetic"]["superglue"]["corner_error"] for r in records],
+                                               [m["corner_error"] for m in ratio], [0, 1],
+                                               metrics.HOMOGRAPHY_AUC_THRESHOLDS)[3.0]
+    assert synthetic["gain_vs_ratio_test"]["auc@3px_ci95"] == pytest.approx(list(interval), nan_ok=True)
 
 
 def test_image_folder_synthetic_benchmark_with_several_warps(
@@ -193,7 +197,8 @@ def test_image_folder_synthetic_benchmark_with_several_warps(
     out = tmp_path / "out"
     assert main(["eval", str(folder), "--synthetic-homography", "--warps", "2", "--out", str(out)]
                 + weights_args + FAST) == 0
-    assert "MNN+ratio" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "MNN+ratio" in printed and "95% CI over images" in printed
     document = json.loads((out / "metrics.json").read_text())
     pairs = document["pairs"]
     assert [r["frame0"] for r in pairs] == [0, 0, 1, 1]

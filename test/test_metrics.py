@@ -49,6 +49,29 @@ def test_error_auc_by_hand() -> None:
     assert math.isnan(metrics.error_auc([], [1.0])[1.0])
 
 
+def test_auc_interval_resamples_whole_images() -> None:
+    # 10 images x 5 warps; a matcher gains on half of the images and loses on the others, alike on
+    # every warp of an image. Only 10 independent draws: resampling the 50 pairs as if independent
+    # would make the interval about sqrt(5) times too narrow.
+    rng = np.random.default_rng(3)
+    images = np.repeat(np.arange(10), 5)
+    b = rng.uniform(0.5, 2.5, 50)
+    a = np.clip(b + np.repeat(rng.choice([-0.8, 0.8], 10), 5) + rng.normal(0, 0.05, 50), 0.0, None)
+    by_image = metrics.auc_difference_interval(a, b, images, [3.0], rounds=500)[3.0]
+    by_pair = metrics.auc_difference_interval(a, b, np.arange(50), [3.0], rounds=500)[3.0]
+    assert by_image[1] - by_image[0] > 1.8 * (by_pair[1] - by_pair[0])
+    gain = metrics.error_auc(a, [3.0])[3.0] - metrics.error_auc(b, [3.0])[3.0]
+    assert by_image[0] < gain < by_image[1]
+    assert metrics.auc_difference_interval(b, b, images, [3.0])[3.0] == (0.0, 0.0)
+    assert metrics.auc_difference_interval(b / 2, b, images, [3.0])[3.0][0] > 0.0  # better on every image
+
+
+def test_auc_interval_needs_two_images_and_equal_lengths() -> None:
+    assert all(math.isnan(v) for v in metrics.auc_difference_interval([1.0, 2.0], [2.0, 1.0], [0, 0], [3.0])[3.0])
+    with pytest.raises(ValueError, match="same length"):
+        metrics.auc_difference_interval([1.0, 2.0], [2.0], [0, 1], [3.0])
+
+
 def test_synthetic_warp_with_outliers_recovers_homography() -> None:
     rng = np.random.default_rng(7)
     height, width = 240, 320

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -114,4 +115,8 @@ def summary_line(document: dict) -> str:
                  f"{mnn['recall']:.3f}, MNN+ratio {ratio['precision']:.3f}/{ratio['recall']:.3f}), "
                  f"AUC@3px {sg['auc']['3px']:.3f} (MNN {mnn['auc']['3px']:.3f}, "
                  f"MNN+ratio {ratio['auc']['3px']:.3f})")
+        gain = synthetic["gain_vs_ratio_test"]
+        low, high = gain["auc@3px_ci95"]
+        if all(isinstance(v, float) and math.isfinite(v) for v in (low, high)):  # NaN/null: one image
+            text += f"; AUC@3px gain over MNN+ratio {gain['auc@3px']:+.3f}, 95% CI over images [{low:+.3f}, {high:+.3f}]"
     return text
