@@ -325,6 +325,36 @@ def test_eval_compare_reads_schema_1_runs_that_named_the_front_end_superpoint(
     assert code == 0 and run_a == run_b != "-"
 
 
+def test_eval_compare_gives_intervals_for_the_same_synthetic_pairs(
+        tmp_path: Path, frames: list[np.ndarray], weights_args: list[str], capsys) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, frame in enumerate(frames[:3]):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), frame)
+    run_a = tmp_path / "a"
+    assert main(["eval", str(folder), "--synthetic-homography", "--out", str(run_a)] + weights_args + FAST) == 0
+    document = json.loads((run_a / "metrics.json").read_text())
+    for record in document["pairs"]:
+        record["synthetic"]["superglue"]["corner_error"] = 0.0  # B: exact on every image
+    run_b = tmp_path / "b"
+    run_b.mkdir()
+    (run_b / "metrics.json").write_text(json.dumps(document))
+    capsys.readouterr()
+
+    def interval(text: str) -> tuple[float, float]:
+        found = re.search(r"3px \[([-+.0-9]+), ([-+.0-9]+)\]", text)
+        assert found, text
+        return float(found[1]), float(found[2])
+
+    assert interval(run_cli(capsys, "eval-compare", str(run_a), str(run_a))[1]) == (0.0, 0.0)
+    low, high = interval(run_cli(capsys, "eval-compare", str(run_a), str(run_b))[1])
+    assert 0.0 < low <= high
+    document["input"]["warps"] = 2  # other pairs: no pairing, and the table says the inputs differ
+    (run_b / "metrics.json").write_text(json.dumps(document))
+    text = run_cli(capsys, "eval-compare", str(run_a), str(run_b))[1]
+    assert "differ in warps" in text and "95% intervals" not in text
+
+
 def write_posed_bag(path: Path, frames: list[np.ndarray], pose_kind: str) -> Path:
     """Images, a CameraInfo and camera-to-world poses (PoseStamped or /tf) at the image stamps."""
     from rosbags.rosbag2 import Writer

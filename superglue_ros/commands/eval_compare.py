@@ -12,10 +12,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .. import metrics
 from ..cli import CommandError
 
 SUPPORTED_SCHEMAS = (1, 2)
-INPUT_KEYS = ("bag", "topic", "topic1", "mode", "synthetic", "strength", "seed", "stride", "max_pairs")
+INPUT_KEYS = ("bag", "topic", "topic1", "mode", "synthetic", "strength", "warps", "photometric", "seed", "stride",
+              "max_pairs")
 # (label, path in summary, higher is better, relative tolerance before flagging)
 METRICS: tuple[tuple[str, tuple[str, ...], bool, float], ...] = (
     ("pairs", ("pairs",), True, math.inf),
@@ -114,6 +116,25 @@ def compare(doc_a: dict[str, Any], doc_b: dict[str, Any]) -> tuple[list[list[str
     return rows, regressions
 
 
+def paired_auc_intervals(doc_a: dict[str, Any], doc_b: dict[str, Any]) -> dict[float, tuple[float, float]] | None:
+    """95% intervals of SuperGlue's synthetic AUC change B - A, for runs with the same inputs.
+
+    Pairing the runs pair by pair and resampling whole source images (see
+    ``metrics.auc_difference_interval``) tells a real change from the luck
+    of a few images; None when the runs' synthetic pairs differ.
+    """
+    def errors(doc: dict[str, Any]) -> tuple[list[tuple[int, int]], list[float]]:
+        records = [r for r in doc["pairs"] if "synthetic" in r]
+        error = [r["synthetic"]["superglue"]["corner_error"] for r in records]  # null: a failed estimate
+        return [(r["frame0"], r["frame1"]) for r in records], [math.inf if e is None else e for e in error]
+
+    (frames_a, errors_a), (frames_b, errors_b) = errors(doc_a), errors(doc_b)
+    if not frames_a or frames_a != frames_b:
+        return None
+    return metrics.auc_difference_interval(errors_b, errors_a, [f[0] for f in frames_a],
+                                           metrics.HOMOGRAPHY_AUC_THRESHOLDS)
+
+
 def _cell(value: float | None) -> str:
     if value is None:
         return "-"
@@ -140,5 +161,9 @@ def run(args: argparse.Namespace) -> int:
     if differing:
         print(f"note: the runs differ in {', '.join(differing)}; differences may reflect the data, not the model")
     print(format_table(rows, ["metric", "A", "B", "B - A", ""]))
+    intervals = None if differing else paired_auc_intervals(doc_a, doc_b)
+    if intervals is not None and not any(math.isnan(low) for low, _ in intervals.values()):  # NaN: one image
+        print("SG AUC B - A on the same pairs, 95% intervals over images: "
+              + ", ".join(f"{t:g}px [{low:+.3f}, {high:+.3f}]" for t, (low, high) in intervals.items()))
     print(f"{regressions} regression(s)" if regressions else "no regressions")
     return 1 if regressions and args.fail_on_regression else 0
