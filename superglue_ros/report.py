@@ -146,6 +146,10 @@ def render(outcome: Any) -> str:
     parts.append("<h2>Matches</h2>" + _table(["", "median", "p95", "mean"],
                                              _stat_rows(summary, ["keypoints", "matches", "inliers", "inlier_ratio"])))
     parts.append(f"<p>Valid homography in {_number(summary['homography_valid_rate'])} of pairs.</p>")
+    if "unpaired_frames" in summary:
+        parts.append("<p>Frames without a stereo partner: " + ", ".join(
+            f"<code>{html.escape(topic)}</code> {count}" for topic, count in summary["unpaired_frames"].items())
+            + ".</p>")
     parts.append(_img(counts_plot(records), "matches over time"))
     parts.append(_img(histogram_plot(summary["matching_score_histogram"]), "matching score histogram"))
     if "synthetic_homography" in summary:
@@ -184,8 +188,24 @@ def _synthetic_section(synthetic: dict[str, Any], records: list[dict[str, Any]])
     curves = {name: [r["synthetic"][name]["corner_error"] for r in records] for name in METHODS if name in synthetic}
     return ("<h2>Synthetic homography benchmark</h2><p>Precision/recall of matches at 3 px; AUC of the mean "
             "corner error. All methods use the same keypoints; mnn_ratio adds Lowe's ratio test (0.8) "
-            "to mutual nearest neighbours.</p>" + table
+            "to mutual nearest neighbours.</p>" + table + _gain_table(synthetic, thresholds)
             + _img(cdf_plot(curves, "mean corner error [px]", 10.0), "corner error CDF"))
+
+
+def _gain_table(synthetic: dict[str, Any], thresholds: list[str]) -> str:
+    """SuperGlue's AUC gain over each baseline with its 95% interval over source images (absent before it existed)."""
+    rows = []
+    for key, baseline in (("gain", "mnn"), ("gain_vs_ratio_test", "mnn_ratio")):
+        gain = synthetic.get(key, {})
+        if f"auc@{thresholds[0]}_ci95" in gain:
+            intervals = [gain[f"auc@{t}_ci95"] for t in thresholds]
+            rows.append([f"superglue - {baseline}"] + [
+                f"{_number(gain[f'auc@{t}'])} [{_number(low)}, {_number(high)}]"
+                for t, (low, high) in zip(thresholds, intervals)])
+    if not rows:
+        return ""
+    return ("<p>AUC gain [95% interval, resampling whole source images]: an interval containing 0 means the "
+            "images do not decide.</p>" + _table(["gain"] + [f"AUC@{t}" for t in thresholds], rows))
 
 
 def _pose_section(pose: dict[str, Any], records: list[dict[str, Any]]) -> str:

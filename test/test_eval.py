@@ -133,6 +133,8 @@ def test_stereo_pairs_by_nearest_stamp(tmp_path: Path, frames: list[np.ndarray],
     assert [(r["frame0"], r["frame1"]) for r in outcome.metrics["pairs"]] == [(0, 1), (1, 2)]
     assert outcome.metrics["summary"]["unpaired_frames"] == {"/left": 0, "/right": 1}  # 40 ms off its partner
     assert "without a stereo partner: /left 0, /right 1" in summary_line(outcome.metrics)
+    assert "without a stereo partner: <code>/left</code> 0, <code>/right</code> 1" in (
+        tmp_path / "out" / "report.html").read_text()
     messages = read_output_bag(tmp_path / "out" / "matches_bag")["/superglue/matches"]
     assert [m.mode for _, m in messages] == [0, 0]
 
@@ -169,7 +171,8 @@ def test_synthetic_homography_scores_both_methods_on_the_same_keypoints(
     assert synthetic["mnn"]["auc"] == {f"{t:g}px": pytest.approx(v, nan_ok=True) for t, v in
                                        metrics.error_auc(errors, metrics.HOMOGRAPHY_AUC_THRESHOLDS).items()}
     assert not (tmp_path / "out" / "matches_bag").exists()
-    assert "Synthetic homography benchmark" in (tmp_path / "out" / "report.html").read_text()
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "Synthetic homography benchmark" in report and "superglue - mnn_ratio" in report
     mnn = [r["synthetic"]["mnn"] for r in records]
     assert synthetic["mnn"]["precision_pooled"] == pytest.approx(
         sum(m["correct"] for m in mnn) / sum(m["scored"] for m in mnn))

@@ -118,5 +118,6 @@ def summary_line(document: dict) -> str:
         gain = synthetic["gain_vs_ratio_test"]
         low, high = gain["auc@3px_ci95"]
         if all(isinstance(v, float) and math.isfinite(v) for v in (low, high)):  # NaN/null: one image
-            text += f"; AUC@3px gain over MNN+ratio {gain['auc@3px']:+.3f}, 95% CI over images [{low:+.3f}, {high:+.3f}]"
+            text += (f"; AUC@3px gain over MNN+ratio {gain['auc@3px']:+.3f}, "
+                     f"95% CI over images [{low:+.3f}, {high:+.3f}]")
     return text
