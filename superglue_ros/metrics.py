@@ -103,13 +103,15 @@ def auc_difference_interval(errors_a: Sequence[float], errors_b: Sequence[float]
     labels = np.asarray(groups).reshape(-1)
     if not a.shape == b.shape == labels.shape:
         raise ValueError(f"errors {a.shape}, {b.shape} and groups {labels.shape} must have the same length")
-    members = [np.flatnonzero(labels == label) for label in np.unique(labels)]
-    if len(members) < 2:
+    _, group_of = np.unique(labels, return_inverse=True)
+    count = int(group_of.max()) + 1 if labels.size else 0
+    if count < 2:
         return {float(t): (math.nan, math.nan) for t in thresholds}
     rng = np.random.default_rng(seed)
     differences = []
     for _ in range(rounds):
-        picked = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        draws = np.bincount(rng.integers(0, count, count), minlength=count)
+        picked = np.repeat(np.arange(labels.size), draws[group_of])  # each pair as often as its group was drawn
         auc_a, auc_b = error_auc(a[picked], thresholds), error_auc(b[picked], thresholds)
         differences.append([auc_a[t] - auc_b[t] for t in auc_a])
     tails = 100.0 * np.array([(1.0 - level) / 2.0, (1.0 + level) / 2.0])
