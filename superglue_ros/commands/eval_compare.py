@@ -123,10 +123,11 @@ def paired_auc_intervals(doc_a: dict[str, Any], doc_b: dict[str, Any]) -> dict[f
     ``metrics.auc_difference_interval``) tells a real change from the luck
     of a few images; None when the runs' synthetic pairs differ.
     """
-    def errors(doc: dict[str, Any]) -> tuple[list[tuple[int, int]], list[float]]:
+    def errors(doc: dict[str, Any]) -> tuple[list[tuple[int, int]], list[float | None]]:
         records = [r for r in doc["pairs"] if "synthetic" in r]
-        error = [r["synthetic"]["superglue"]["corner_error"] for r in records]  # null: a failed estimate
-        return [(r["frame0"], r["frame1"]) for r in records], [math.inf if e is None else e for e in error]
+        # A failed estimate's infinite error is null in JSON; error_auc counts it (as NaN) as a failure.
+        return ([(r["frame0"], r["frame1"]) for r in records],
+                [r["synthetic"]["superglue"]["corner_error"] for r in records])
 
     (frames_a, errors_a), (frames_b, errors_b) = errors(doc_a), errors(doc_b)
     if not frames_a or frames_a != frames_b:
