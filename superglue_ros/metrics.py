@@ -95,7 +95,7 @@ def auc_difference_interval(errors_a: Sequence[float], errors_b: Sequence[float]
     jointly; it draws whole groups (the source image of synthetic pairs)
     because warps of one image share its difficulty. Resampling single pairs
     would understate the spread: on 19 held-out images x 20 warps, a 1.2
-    point AUC@3px difference had an image-level interval of [-3.5, +0.2].
+    point AUC@3px difference had an image-level interval of [-3.6, +0.2].
     Fewer than two groups give NaN (no spread can be estimated).
     """
     a = np.asarray(errors_a, dtype=np.float64).reshape(-1)
