@@ -44,7 +44,7 @@ VALIDATION_EVERY_NTH = 10  # one image in ten (by a hash of its name) validates 
 # The run's identity: a resumed run takes these from its checkpoint.
 RUN_FIELDS = ("images", "features", "batch", "lr", "seed", "num_keypoints", "crop", "max_side",
               "layers", "sinkhorn_iterations", "val_pairs", "init", "min_keypoints",
-              "keypoint_imbalance", "scale_orientation")
+              "keypoint_imbalance", "scale_orientation", "contrast_threshold")
 DESCRIPTOR_DIMS = {"sift": 128, "superpoint": 256}
 
 
@@ -74,6 +74,7 @@ class TrainConfig:
     sinkhorn_iterations: int = 50
     workers: int = 0
     scale_orientation: bool = False
+    contrast_threshold: float | None = None  # SIFT's; None keeps the front end's default
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,17 @@ def superglue_config(descriptor_dim: int, layers: int, sinkhorn_iterations: int,
             "scale_orientation": scale_orientation}
 
 
-def features_config(name: str, num_keypoints: int) -> dict[str, Any]:
+def features_config(name: str, num_keypoints: int, contrast_threshold: float | None = None) -> dict[str, Any]:
+    """The front end's settings as a model file stores them: the model is trained, and later run,
+    on keypoints detected exactly this way."""
     if name not in DESCRIPTOR_DIMS:
         raise ValueError(f"features must be 'sift' or 'superpoint', got {name!r}")
-    return {"name": name, "max_keypoints": num_keypoints}
+    config: dict[str, Any] = {"name": name, "max_keypoints": num_keypoints}
+    if contrast_threshold is not None:
+        if name != "sift":
+            raise ValueError("contrast_threshold applies to SIFT only")
+        config["contrast_threshold"] = contrast_threshold
+    return config
 
 
 def load_gray(path: Path, max_side: int) -> np.ndarray:
@@ -267,7 +275,8 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> Batch:
         if self.extractor is None:
-            self.extractor = build_extractor(features_config(self.config.features, self.config.num_keypoints))
+            self.extractor = build_extractor(features_config(self.config.features, self.config.num_keypoints,
+                                                             self.config.contrast_threshold))
         return training_batch(self.images, self.extractor, self.config, step)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -417,7 +426,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     if checkpoint is not None:
         config = resumed_config(config, checkpoint)
     torch.manual_seed(config.seed)
-    extractor = build_extractor(features_config(config.features, config.num_keypoints))
+    extractor = build_extractor(features_config(config.features, config.num_keypoints, config.contrast_threshold))
     train_paths, val_paths = split_images(image_files(config.images))
     train_images = [load_gray(p, config.max_side) for p in train_paths]
     val_images = [load_gray(p, config.max_side) for p in val_paths]
@@ -452,5 +461,5 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
             "wall_time_s_this_run": round(time.perf_counter() - began, 1), "history": history,
             "train_config": {k: v for k, v in dataclasses.asdict(config).items() if k in RUN_FIELDS}}
     meta["train_config"]["crop"] = list(config.crop)
-    save_open_model(config.out, model.cpu(), features_config(config.features, 1024), meta)
+    save_open_model(config.out, model.cpu(), features_config(config.features, 1024, config.contrast_threshold), meta)
     return meta

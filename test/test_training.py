@@ -17,8 +17,8 @@ from superglue_ros.sift import SIFT
 from superglue_ros.superglue import SuperGlue
 from superglue_ros.synthetic import sample_homography
 from superglue_ros.training import (
-    TrainConfig, checkpoint_path, collate, features_config, initialise_from, make_pair, nll_loss, sample_pair,
-    step_keypoints, superglue_config, train, training_batch, training_step)
+    TrainConfig, checkpoint_path, collate, features_config, initialise_from, make_pair, nll_loss, resumed_config,
+    sample_pair, step_keypoints, superglue_config, train, training_batch, training_step)
 
 
 def textured(seed: int, height: int = 240, width: int = 320) -> np.ndarray:
@@ -255,3 +255,19 @@ def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["train", "--images", str(image_dir), "--keypoint-imbalance", "2"]) == 2
     assert main(["train", "--images", str(image_dir), "--features", "superpoint", "--scale-orientation"]) == 2
     assert features_config("sift", 10) == {"name": "sift", "max_keypoints": 10}
+    assert main(["train", "--images", str(image_dir), "--features", "superpoint", "--contrast-threshold", "0.01"]) == 2
+    assert main(["train", "--images", str(image_dir), "--contrast-threshold", "0"]) == 2
+
+
+def test_the_contrast_threshold_trained_with_is_the_one_matching_uses(image_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "low_contrast.pt"
+    assert main(["train", "--images", str(image_dir), "--steps", "1", "--batch", "1", "--keypoints", "32",
+                 "--layers", "1", "--out", str(out), "--val-every", "1", "--threads", "1",
+                 "--contrast-threshold", "0.01"]) == 0
+    extractor, _, meta = load_open_model(out)
+    assert extractor.config["contrast_threshold"] == 0.01
+    assert meta["train_config"]["contrast_threshold"] == 0.01
+    resumed = resumed_config(TrainConfig(images=str(image_dir)), torch.load(checkpoint_path(out), weights_only=True))
+    assert resumed.contrast_threshold == 0.01
+    with pytest.raises(ValueError, match="SIFT only"):
+        features_config("superpoint", 10, 0.01)

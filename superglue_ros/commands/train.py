@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scale-orientation", action="store_true",
                         help="also encode each keypoint's scale and orientation (SIFT only; with --init from a "
                              "model without them, their weights start at zero)")
+    parser.add_argument("--contrast-threshold", type=float, metavar="C",
+                        help="SIFT's contrast threshold, stored in the model file so that matching detects "
+                             "keypoints the same way; lower finds more keypoints in plain, low-texture images "
+                             "(default: OpenCV's 0.04)")
     parser.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=(360, 480),
                         help="size of the random training views (default: %(default)s)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="default: %(default)s")
@@ -72,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if args.scale_orientation and args.features != "sift":
         raise CommandError("--scale-orientation needs --features sift (SuperPoint keypoints have no scale "
                            "or orientation)")
+    if args.contrast_threshold is not None and (args.features != "sift" or not 0 < args.contrast_threshold < 1):
+        raise CommandError("--contrast-threshold needs --features sift and a value between 0 and 1")
     if args.workers < 0:
         raise CommandError("--workers must be 0 or more")
     if not Path(args.images).is_dir():
@@ -92,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
                          checkpoint_every=args.checkpoint_every, val_every=args.val_every,
                          num_keypoints=args.keypoints, min_keypoints=args.min_keypoints,
                          keypoint_imbalance=args.keypoint_imbalance, layers=args.layers, init=args.init,
-                         crop=tuple(args.crop), workers=args.workers, scale_orientation=args.scale_orientation)
+                         crop=tuple(args.crop), workers=args.workers, scale_orientation=args.scale_orientation,
+                         contrast_threshold=args.contrast_threshold)
     try:
         meta = train(config)
     except (FileNotFoundError, ValueError, WeightsError) as error:
