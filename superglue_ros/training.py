@@ -383,6 +383,17 @@ def resumed_config(config: TrainConfig, checkpoint: dict[str, Any]) -> TrainConf
     return dataclasses.replace(config, **run)
 
 
+def inherit_front_end(config: TrainConfig) -> TrainConfig:
+    """A fine-tuning run keeps the SIFT contrast threshold its --init model was trained on unless told
+    otherwise: a model meets the keypoints it learnt on, whichever file it started from."""
+    if config.init is None or config.contrast_threshold is not None or config.features != "sift":
+        return config
+    extractor, _, _ = load_open_model(config.init)
+    if not isinstance(extractor, SIFT):
+        return config
+    return dataclasses.replace(config, contrast_threshold=extractor.config["contrast_threshold"])
+
+
 def initialise_from(model: SuperGlue, path: str) -> None:
     """Start from the weights of a model file (fine-tuning), possibly a shallower one (growing).
 
@@ -423,8 +434,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
 
     device = torch.device(config.device)
     checkpoint = torch.load(config.resume, map_location="cpu", weights_only=True) if config.resume else None
-    if checkpoint is not None:
-        config = resumed_config(config, checkpoint)
+    config = resumed_config(config, checkpoint) if checkpoint is not None else inherit_front_end(config)
     torch.manual_seed(config.seed)
     extractor = build_extractor(features_config(config.features, config.num_keypoints, config.contrast_threshold))
     train_paths, val_paths = split_images(image_files(config.images))

@@ -259,7 +259,7 @@ def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["train", "--images", str(image_dir), "--contrast-threshold", "0"]) == 2
 
 
-def test_the_contrast_threshold_trained_with_is_the_one_matching_uses(image_dir: Path, tmp_path: Path) -> None:
+def test_the_contrast_threshold_trained_with_is_the_one_matching_and_fine_tuning_use(image_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "low_contrast.pt"
     assert main(["train", "--images", str(image_dir), "--steps", "1", "--batch", "1", "--keypoints", "32",
                  "--layers", "1", "--out", str(out), "--val-every", "1", "--threads", "1",
@@ -269,5 +269,9 @@ def test_the_contrast_threshold_trained_with_is_the_one_matching_uses(image_dir:
     assert meta["train_config"]["contrast_threshold"] == 0.01
     resumed = resumed_config(TrainConfig(images=str(image_dir)), torch.load(checkpoint_path(out), weights_only=True))
     assert resumed.contrast_threshold == 0.01
+    tuned = tmp_path / "tuned.pt"
+    assert main(["train", "--images", str(image_dir), "--steps", "1", "--batch", "1", "--keypoints", "32",
+                 "--layers", "1", "--out", str(tuned), "--val-every", "1", "--threads", "1", "--init", str(out)]) == 0
+    assert load_open_model(tuned)[0].config["contrast_threshold"] == 0.01
     with pytest.raises(ValueError, match="SIFT only"):
         features_config("superpoint", 10, 0.01)

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--contrast-threshold", type=float, metavar="C",
                         help="SIFT's contrast threshold, stored in the model file so that matching detects "
                              "keypoints the same way; lower finds more keypoints in plain, low-texture images "
-                             "(default: OpenCV's 0.04)")
+                             "(default: the --init model's, else OpenCV's 0.04)")
     parser.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=(360, 480),
                         help="size of the random training views (default: %(default)s)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="default: %(default)s")
