@@ -259,7 +259,8 @@ def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["train", "--images", str(image_dir), "--contrast-threshold", "0"]) == 2
 
 
-def test_the_contrast_threshold_trained_with_is_the_one_matching_and_fine_tuning_use(image_dir: Path, tmp_path: Path) -> None:
+def test_the_contrast_threshold_trained_with_is_the_one_matching_and_fine_tuning_use(image_dir: Path,
+                                                                                     tmp_path: Path) -> None:
     out = tmp_path / "low_contrast.pt"
     assert main(["train", "--images", str(image_dir), "--steps", "1", "--batch", "1", "--keypoints", "32",
                  "--layers", "1", "--out", str(out), "--val-every", "1", "--threads", "1",
