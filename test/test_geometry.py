@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from superglue_ros.geometry import METHODS, degeneracy, estimate_homography, project
+from superglue_ros.geometry import METHODS, degeneracy, estimate_homography, project, weighted_dlt
 
 H_TRUE = np.array([[0.9, 0.08, 30.0], [-0.05, 1.1, -12.0], [1e-4, -5e-5, 1.0]])
 
@@ -35,15 +35,35 @@ def test_recovers_a_known_warp_despite_outliers(method):
 
 
 @pytest.mark.parametrize("method", ["ransac", "lmeds"])
-def test_the_estimate_is_the_least_squares_fit_over_all_inliers(method):
-    """Not the best minimal sample's model: every inlier counts."""
+def test_the_estimate_is_fitted_to_all_inliers_not_the_best_minimal_sample(method):
+    """RANSAC's own model here is 0.72 px off at the corners; a fit over every inlier is under 0.5."""
     points0, points1 = correspondences(120, outliers=20, noise=1.0, seed=3)
     estimate = estimate_homography(points0, points1, method=method, threshold=3.0)
-    fitted, _ = cv2.findHomography(points0[estimate.inliers], points1[estimate.inliers], 0)
-    sample_model, _ = cv2.findHomography(points0, points1, METHODS[method], 3.0, maxIters=2000, confidence=0.999)
     assert estimate.valid
-    np.testing.assert_allclose(estimate.h, fitted / fitted[2, 2], rtol=1e-9, atol=1e-12)
-    assert not np.allclose(estimate.h, sample_model / sample_model[2, 2], rtol=1e-6, atol=1e-9)
+    assert corner_error(estimate.h) < 0.5
+
+
+def test_imprecise_inliers_weigh_less_than_precise_ones():
+    """Inliers 2-2.9 px off, all pulled one way, bias a plain least-squares fit; the refit resists them."""
+    points0, points1 = correspondences(200, outliers=20, noise=0.2, seed=5)
+    rng = np.random.default_rng(6)
+    points1[20:60] += rng.uniform(2.0, 2.9, size=(40, 1)) * np.array([0.6, 0.8])
+    estimate = estimate_homography(points0, points1, threshold=3.0)
+    assert estimate.valid and estimate.inliers[20:60].sum() >= 35
+    plain, _ = cv2.findHomography(points0[estimate.inliers], points1[estimate.inliers], 0)
+    assert corner_error(estimate.h) < 0.4 * corner_error(plain)
+
+
+def test_exact_correspondences_give_the_exact_homography():
+    points0, points1 = correspondences(50)
+    estimate = estimate_homography(points0, points1)
+    np.testing.assert_allclose(estimate.h, H_TRUE, rtol=1e-7, atol=1e-9)
+
+
+def test_weighted_dlt_ignores_zero_weight_points():
+    points0, points1 = correspondences(30, outliers=10, seed=2)
+    weights = np.r_[np.zeros(10), np.ones(20)]
+    np.testing.assert_allclose(weighted_dlt(points0, points1, weights), H_TRUE, rtol=1e-7, atol=1e-9)
 
 
 def test_too_few_matches_is_invalid_with_identity():
