@@ -19,6 +19,7 @@ from .geometry import project
 
 HOMOGRAPHY_AUC_THRESHOLDS = (1.0, 3.0, 5.0, 10.0)  # mean corner error [px]
 POSE_AUC_THRESHOLDS = (5.0, 10.0, 20.0)  # max(rotation, translation-direction) error [deg]
+CONFIDENCE_BINS = 100  # precision-recall curves in threshold steps of 0.01
 
 
 def match_counts(matches0: np.ndarray, gt_matches0: np.ndarray) -> tuple[int, int, int]:
@@ -35,6 +36,44 @@ def match_counts(matches0: np.ndarray, gt_matches0: np.ndarray) -> tuple[int, in
     predicted = (matches0 >= 0) & (gt_matches0 != -2)
     correct = predicted & (matches0 == gt_matches0)
     return int(correct.sum()), int(predicted.sum()), int((gt_matches0 >= 0).sum())
+
+
+def counts_by_confidence(matches0: np.ndarray, confidences0: np.ndarray, gt_matches0: np.ndarray,
+                         bins: int = CONFIDENCE_BINS) -> dict[str, list[int]]:
+    """Correct and scored predictions of one pair per confidence bin ([k/bins, (k+1)/bins), the last closed).
+
+    ``matches0`` holds every candidate match, whatever its confidence. Summed
+    over pairs from bin k upwards, the counts are the pooled ``match_counts``
+    at threshold k/bins (up to a confidence exactly on a bin edge), so one
+    run gives a matcher's whole precision-recall curve.
+    """
+    matches0 = np.asarray(matches0).reshape(-1)
+    gt_matches0 = np.asarray(gt_matches0).reshape(-1)
+    confidences0 = np.asarray(confidences0, dtype=np.float64).reshape(-1)
+    scored = (matches0 >= 0) & (gt_matches0 != -2)
+    correct = scored & (matches0 == gt_matches0)
+    index = np.clip((confidences0 * bins).astype(np.int64), 0, bins - 1)
+    return {"correct": np.bincount(index[correct], minlength=bins).tolist(),
+            "scored": np.bincount(index[scored], minlength=bins).tolist()}
+
+
+def precision_at_recall(correct_by_bin: Sequence[int], scored_by_bin: Sequence[int], positives: int,
+                        recall: float) -> dict[str, float]:
+    """The most precise threshold whose pooled recall is at least ``recall`` (NaNs when none reaches it).
+
+    This is how a matcher with a confidence is compared with one without:
+    at equal or higher recall, who is more precise. Bins as in
+    :func:`counts_by_confidence`; ties go to the higher threshold.
+    """
+    correct = np.cumsum(np.asarray(correct_by_bin, dtype=np.int64)[::-1])[::-1]
+    scored = np.cumsum(np.asarray(scored_by_bin, dtype=np.int64)[::-1])[::-1]
+    reached = np.flatnonzero((correct / positives >= recall) & (scored > 0)) if positives else np.array([], int)
+    if math.isnan(recall) or not reached.size:
+        return {"threshold": math.nan, "precision_pooled": math.nan, "recall_pooled": math.nan}
+    precision = correct[reached] / scored[reached]
+    best = reached[len(reached) - 1 - int(np.argmax(precision[::-1]))]
+    return {"threshold": best / len(correct), "precision_pooled": float(correct[best] / scored[best]),
+            "recall_pooled": float(correct[best] / positives)}
 
 
 def ratio_or_nan(numerator: int, denominator: int) -> float:

@@ -189,6 +189,7 @@ def _synthetic_section(synthetic: dict[str, Any], records: list[dict[str, Any]])
     return ("<h2>Synthetic homography benchmark</h2><p>Precision/recall of matches at 3 px; AUC of the mean "
             "corner error. All methods use the same keypoints; mnn_ratio adds Lowe's ratio test (0.8) "
             "to mutual nearest neighbours.</p>" + table + _gain_table(synthetic, thresholds)
+            + _equal_recall_table(synthetic)
             + _img(cdf_plot(curves, "mean corner error [px]", 10.0), "corner error CDF"))
 
 
@@ -206,6 +207,17 @@ def _gain_table(synthetic: dict[str, Any], thresholds: list[str]) -> str:
         return ""
     return ("<p>AUC gain [95% interval, resampling whole source images]: an interval containing 0 means the "
             "images do not decide.</p>" + _table(["gain"] + [f"AUC@{t}" for t in thresholds], rows))
+
+
+def _equal_recall_table(synthetic: dict[str, Any]) -> str:
+    """SuperGlue's precision at each baseline's recall, from its precision-recall curve."""
+    rows = [[f"superglue vs {name}", synthetic[name]["precision_pooled"], synthetic[name]["recall_pooled"],
+             point["threshold"], point["precision_pooled"], point["recall_pooled"], point["gain"]]
+            for name, point in synthetic["precision_at_equal_recall"].items()]
+    return ("<p>Precision at equal or higher recall (pooled): SuperGlue at the threshold most precise "
+            "while recalling at least as much as the baseline.</p>"
+            + _table(["", "baseline precision", "baseline recall", "superglue threshold", "superglue precision",
+                      "superglue recall", "precision gain"], rows))
 
 
 def _pose_section(pose: dict[str, Any], records: list[dict[str, Any]]) -> str:

@@ -20,7 +20,8 @@ from superglue_ros import metrics
 from superglue_ros.bagio import open_bag
 from superglue_ros.cli import main
 from superglue_ros.commands.eval import summary_line
-from superglue_ros.evaluation import EvalConfig, estimate_relative_pose, evaluate, frame_pairs, score_synthetic
+from superglue_ros.evaluation import (EvalConfig, candidate_matches, estimate_relative_pose, evaluate, frame_pairs,
+                                      score_synthetic)
 from superglue_ros.geometry import estimate_homography
 from superglue_ros.matcher import Matcher
 from superglue_ros.messages import Stamp
@@ -159,6 +160,12 @@ def test_synthetic_homography_scores_both_methods_on_the_same_keypoints(
         assert (scores[name]["correct"], scores[name]["scored"]) == (correct, scored)
         assert (scores[name]["precision"], scores[name]["recall"]) == pytest.approx(
             (metrics.ratio_or_nan(correct, scored), metrics.ratio_or_nan(correct, positives)), nan_ok=True)
+    by_confidence = scores["superglue"]["by_confidence"]
+    first_bin = int(round(100 * matcher.superglue.config["match_threshold"]))
+    assert (sum(by_confidence["correct"][first_bin:]), sum(by_confidence["scored"][first_bin:])) == (
+        scores["superglue"]["correct"], scores["superglue"]["scored"])
+    candidates, _ = candidate_matches(pair)  # below the threshold too: the whole curve
+    assert (sum(by_confidence["correct"]), sum(by_confidence["scored"])) == metrics.match_counts(candidates, gt0)[:2]
 
     bag_path = write_image_bag(tmp_path / "bag", {TOPIC: frames[:2]})
     config = EvalConfig(bag=str(bag_path), topic=TOPIC, synthetic=True, strength=0.5)
@@ -173,6 +180,14 @@ def test_synthetic_homography_scores_both_methods_on_the_same_keypoints(
     assert not (tmp_path / "out" / "matches_bag").exists()
     report = (tmp_path / "out" / "report.html").read_text()
     assert "Synthetic homography benchmark" in report and "superglue - mnn_ratio" in report
+    assert "superglue vs mnn_ratio" in report
+    point = synthetic["precision_at_equal_recall"]["mnn_ratio"]
+    assert point == metrics.precision_at_recall(
+        np.sum([r["synthetic"]["superglue"]["by_confidence"]["correct"] for r in records], axis=0),
+        np.sum([r["synthetic"]["superglue"]["by_confidence"]["scored"] for r in records], axis=0),
+        sum(r["synthetic"]["keypoints"]["ground_truth_matches"] for r in records),
+        synthetic["mnn_ratio"]["recall_pooled"]) | {"gain": pytest.approx(
+            point["precision_pooled"] - synthetic["mnn_ratio"]["precision_pooled"], nan_ok=True)}
     mnn = [r["synthetic"]["mnn"] for r in records]
     assert synthetic["mnn"]["precision_pooled"] == pytest.approx(
         sum(m["correct"] for m in mnn) / sum(m["scored"] for m in mnn))

@@ -27,6 +27,37 @@ def test_match_counts_perfect_and_undefined() -> None:
         metrics.match_counts(np.array([1]), np.array([1, 2]))
 
 
+def test_counts_by_confidence_by_hand() -> None:
+    # keypoint: 0 correct at 0.95; 1 wrong at 0.5; 2 unmatched; 3 ambiguous truth; 4 correct at exactly 1.0
+    matches0 = np.array([1, 0, -1, 2, 3])
+    confidences0 = np.array([0.95, 0.5, 0.3, 0.05, 1.0])
+    gt_matches0 = np.array([1, 2, -1, -2, 3])
+    counts = metrics.counts_by_confidence(matches0, confidences0, gt_matches0, bins=10)
+    assert counts == {"correct": [0] * 9 + [2], "scored": [0] * 5 + [1, 0, 0, 0, 2]}
+
+
+def test_counts_by_confidence_give_match_counts_at_every_threshold() -> None:
+    rng = np.random.default_rng(0)
+    gt_matches0 = rng.integers(-2, 40, size=300)
+    matches0 = np.where(rng.random(300) < 0.7, gt_matches0.clip(0), rng.integers(-1, 40, size=300))
+    confidences0 = rng.random(300)
+    counts = metrics.counts_by_confidence(matches0, confidences0, gt_matches0)
+    for k in (0, 13, 50, 99):
+        expected = metrics.match_counts(np.where(confidences0 >= k / 100, matches0, -1), gt_matches0)
+        assert (sum(counts["correct"][k:]), sum(counts["scored"][k:])) == expected[:2]
+
+
+def test_precision_at_recall_picks_the_most_precise_threshold_that_recalls_enough() -> None:
+    # thresholds 0, 0.25, 0.5, 0.75 -> (correct, scored) from each bin up: (9, 16), (8, 10), (6, 6), (2, 2)
+    correct, scored, positives = [1, 2, 4, 2], [6, 4, 4, 2], 10
+    assert metrics.precision_at_recall(correct, scored, positives, 0.6) == {
+        "threshold": 0.5, "precision_pooled": 1.0, "recall_pooled": 0.6}
+    assert metrics.precision_at_recall(correct, scored, positives, 0.7)["threshold"] == 0.25
+    unreachable = metrics.precision_at_recall(correct, scored, positives, 0.95)
+    assert all(math.isnan(v) for v in unreachable.values())
+    assert math.isnan(metrics.precision_at_recall(correct, scored, 0, 0.5)["threshold"])
+
+
 def test_mean_corner_error_by_hand() -> None:
     shifted = np.array([[1.0, 0, 0.3], [0, 1, 0.4], [0, 0, 1]])
     assert metrics.mean_corner_error(shifted, np.eye(3), 240, 320) == pytest.approx(0.5)

@@ -120,4 +120,8 @@ def summary_line(document: dict) -> str:
         if all(isinstance(v, float) and math.isfinite(v) for v in (low, high)):  # NaN/null: one image
             text += (f"; AUC@3px gain over MNN+ratio {gain['auc@3px']:+.3f}, "
                      f"95% CI over images [{low:+.3f}, {high:+.3f}]")
+        point = synthetic["precision_at_equal_recall"]["mnn_ratio"]
+        if math.isfinite(point["threshold"]):
+            text += (f"; at MNN+ratio's recall or more, precision {point['precision_pooled']:.4f} "
+                     f"(threshold {point['threshold']:.2f}) vs {ratio['precision_pooled']:.4f}")
     return text
