@@ -44,7 +44,7 @@ VALIDATION_EVERY_NTH = 10  # one image in ten (by a hash of its name) validates 
 # The run's identity: a resumed run takes these from its checkpoint.
 RUN_FIELDS = ("images", "features", "batch", "lr", "seed", "num_keypoints", "crop", "max_side",
               "layers", "sinkhorn_iterations", "val_pairs", "init", "min_keypoints",
-              "keypoint_imbalance", "scale_orientation", "contrast_threshold")
+              "keypoint_imbalance", "scale_orientation", "contrast_threshold", "max_strength")
 DESCRIPTOR_DIMS = {"sift": 128, "superpoint": 256}
 
 
@@ -75,6 +75,7 @@ class TrainConfig:
     workers: int = 0
     scale_orientation: bool = False
     contrast_threshold: float | None = None  # SIFT's; None keeps the front end's default
+    max_strength: float = 1.0  # training warps' strength is drawn from [1, max_strength]; validation's is 1
 
 
 @dataclass(frozen=True)
@@ -185,16 +186,20 @@ def make_pair(image: np.ndarray, rng: np.random.Generator, extractor: SIFT | Sup
 
 
 def sample_pair(images: Sequence[np.ndarray], rng: np.random.Generator, extractor: SIFT | SuperPoint,
-                crop_hw: tuple[int, int], min_keypoints: int) -> Pair:
+                crop_hw: tuple[int, int], min_keypoints: int, max_strength: float = 1.0) -> Pair:
     """A training pair from a random image view, redrawn while it has too few keypoints.
 
     After ``PREFERRED_TRIES`` draws any pair with keypoints in both images
     is accepted, so that folders with many plain images still train; only
-    a folder without any keypoints gives up.
+    a folder without any keypoints gives up. ``max_strength`` above 1 draws
+    each view's warp strength from [1, max_strength] (stronger rotations,
+    scale changes and perspective than the benchmark's); at 1 no extra
+    random number is drawn, so runs without it keep their data.
     """
     for attempt in range(MAX_TRIES):
         view = random_view(images[int(rng.integers(len(images)))], rng, crop_hw)
-        pair = make_pair(view, rng, extractor)
+        strength = float(rng.uniform(1.0, max_strength)) if max_strength > 1.0 else 1.0
+        pair = make_pair(view, rng, extractor, strength)
         needed = min_keypoints if attempt < PREFERRED_TRIES else 1
         if min(len(pair.features0), len(pair.features1)) >= needed:
             return pair
@@ -233,7 +238,7 @@ def training_batch(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint, c
     """The batch of ``step``: identical whenever and however often it is drawn."""
     rng = np.random.default_rng([config.seed, 0, step])
     counts = step_keypoints(config, rng)
-    return collate([sample_pair(images, rng, extractor, config.crop, min(counts) // 2)
+    return collate([sample_pair(images, rng, extractor, config.crop, min(counts) // 2, config.max_strength)
                     for _ in range(config.batch)], counts)
 
 

@@ -93,6 +93,22 @@ def test_keypoint_counts_vary_between_steps_with_min_keypoints(image_dir: Path, 
         unbalanced, np.random.default_rng([unbalanced.seed, 0, 1]))
 
 
+def test_max_strength_draws_stronger_training_warps() -> None:
+    images = [textured(k, 240, 320) for k in range(3)]
+    sift = SIFT(max_keypoints=64)
+    corners = np.array([[0, 0], [319, 0], [319, 239], [0, 239]], dtype=np.float64)
+
+    def mean_corner_motion(max_strength: float) -> float:
+        pairs = [sample_pair(images, np.random.default_rng([7, k]), sift, (240, 320), 1, max_strength)
+                 for k in range(12)]
+        moved = [cv2.perspectiveTransform(corners[None], p.h)[0] for p in pairs]
+        return float(np.mean([np.linalg.norm(m - corners, axis=1).mean() for m in moved]))
+
+    assert mean_corner_motion(2.0) > 1.3 * mean_corner_motion(1.0)
+    config = TrainConfig(images="unused", max_strength=1.5)
+    assert resumed_config(TrainConfig(images="unused"), {"train_config": dataclasses.asdict(config)}).max_strength == 1.5
+
+
 def test_plain_images_are_redrawn_and_a_blank_folder_is_an_error() -> None:
     blank = np.full((120, 160), 90, dtype=np.uint8)
     sift = SIFT(max_keypoints=32)
@@ -257,6 +273,8 @@ def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert features_config("sift", 10) == {"name": "sift", "max_keypoints": 10}
     assert main(["train", "--images", str(image_dir), "--features", "superpoint", "--contrast-threshold", "0.01"]) == 2
     assert main(["train", "--images", str(image_dir), "--contrast-threshold", "0"]) == 2
+    assert main(["train", "--images", str(image_dir), "--max-strength", "0.5"]) == 2
+    assert main(["train", "--images", str(image_dir), "--max-strength", "2.5"]) == 2
 
 
 def test_the_contrast_threshold_trained_with_is_the_one_matching_and_fine_tuning_use(image_dir: Path,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from ..cli import CommandError
 
+MAX_STRENGTH = 2.0  # beyond it, corner jitter (12% of the shorter side per unit) can fold the warped view
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -45,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="SIFT's contrast threshold, stored in the model file so that matching detects "
                              "keypoints the same way; lower finds more keypoints in plain, low-texture images "
                              "(default: the --init model's, else OpenCV's 0.04)")
+    parser.add_argument("--max-strength", type=float, default=1.0, metavar="S",
+                        help="draw each training warp's strength from [1, S]: rotations up to 25*S degrees, "
+                             "scale changes up to 1.25**S, more perspective; validation stays at 1 "
+                             "(default: %(default)s)")
     parser.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=(360, 480),
                         help="size of the random training views (default: %(default)s)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="default: %(default)s")
@@ -78,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
                            "or orientation)")
     if args.contrast_threshold is not None and (args.features != "sift" or not 0 < args.contrast_threshold < 1):
         raise CommandError("--contrast-threshold needs --features sift and a value between 0 and 1")
+    if not 1.0 <= args.max_strength <= MAX_STRENGTH:
+        raise CommandError(f"--max-strength must be between 1 and {MAX_STRENGTH:g}, got {args.max_strength:g}")
     if args.workers < 0:
         raise CommandError("--workers must be 0 or more")
     if not Path(args.images).is_dir():
@@ -99,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                          num_keypoints=args.keypoints, min_keypoints=args.min_keypoints,
                          keypoint_imbalance=args.keypoint_imbalance, layers=args.layers, init=args.init,
                          crop=tuple(args.crop), workers=args.workers, scale_orientation=args.scale_orientation,
-                         contrast_threshold=args.contrast_threshold)
+                         contrast_threshold=args.contrast_threshold, max_strength=args.max_strength)
     try:
         meta = train(config)
     except (FileNotFoundError, ValueError, WeightsError) as error:
