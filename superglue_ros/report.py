@@ -211,8 +211,9 @@ def _gain_table(synthetic: dict[str, Any], thresholds: list[str]) -> str:
 
 def _equal_recall_table(synthetic: dict[str, Any]) -> str:
     """SuperGlue's precision at each baseline's recall, from its precision-recall curve."""
-    rows = [[f"superglue vs {name}", synthetic[name]["precision_pooled"], synthetic[name]["recall_pooled"],
-             point["threshold"], point["precision_pooled"], point["recall_pooled"], point["gain"]]
+    rows = [[f"superglue vs {name}"] + [_number(value, 4) for value in (  # gains are tenths of a point
+                synthetic[name]["precision_pooled"], synthetic[name]["recall_pooled"], point["threshold"],
+                point["precision_pooled"], point["recall_pooled"], point["gain"])]
             for name, point in synthetic["precision_at_equal_recall"].items()]
     return ("<p>Precision at equal or higher recall (pooled): SuperGlue at the threshold most precise "
             "while recalling at least as much as the baseline.</p>"
