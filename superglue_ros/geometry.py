@@ -111,8 +111,8 @@ def refit(points0: np.ndarray, points1: np.ndarray, h: np.ndarray) -> np.ndarray
 def weighted_dlt(points0: np.ndarray, points1: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Homography minimising the weighted algebraic error, on Hartley-normalised points."""
     t0, t1 = _normalising_transform(points0), _normalising_transform(points1)
-    x, y = _apply_affine(t0, points0).T
-    u, v = _apply_affine(t1, points1).T
+    x, y = project(t0, points0).T
+    u, v = project(t1, points1).T
     zero, one = np.zeros_like(x), np.ones_like(x)
     rows = np.concatenate([np.stack([x, y, one, zero, zero, zero, -u * x, -u * y, -u], axis=1),
                            np.stack([zero, zero, zero, x, y, one, -v * x, -v * y, -v], axis=1)])
@@ -128,10 +128,6 @@ def _normalising_transform(points: np.ndarray) -> np.ndarray:
     spread = float(np.mean(np.linalg.norm(points - centre, axis=1)))
     s = np.sqrt(2.0) / spread if spread > 0 else 1.0
     return np.array([[s, 0.0, -s * centre[0]], [0.0, s, -s * centre[1]], [0.0, 0.0, 1.0]])
-
-
-def _apply_affine(t: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return points @ t[:2, :2].T + t[:2, 2]
 
 
 def degeneracy(h: np.ndarray) -> str:
