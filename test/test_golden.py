@@ -2,6 +2,15 @@
 
 Tolerances are those an independent float32 implementation was measured to
 meet (../shared/README.md): anything looser would hide real divergences.
+
+SuperPoint's float32 convolutions round differently on different CPUs
+(oneDNN picks kernels by instruction set): on an AVX2-only AMD EPYC the
+reference architecture itself, evaluated plainly in torch, is 1.4e-5 off the
+stored detector logits and swaps two near-tied keypoints. So exactness is
+checked in two machine-independent halves, the network's arithmetic against
+the plain reference forward on this machine (bit for bit) and the
+post-processing against the stored logits, and the stored end-to-end values
+are compared where this machine's convolutions reproduce them.
 """
 from __future__ import annotations
 
@@ -69,8 +78,67 @@ def max_err(actual: torch.Tensor, expected: np.ndarray) -> float:
     return float(np.abs(actual.detach().cpu().numpy() - expected).max())
 
 
+def plain_reference_forward(model: SuperPoint, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference architecture evaluated step by step with stock torch operators, in its order
+    (convolution, ReLU, 2x2 max-pool): this machine's float32 arithmetic of the reference network."""
+    x = images
+    for stage in "1234":
+        x = torch.relu(getattr(model, f"conv{stage}a")(x))
+        x = torch.relu(getattr(model, f"conv{stage}b")(x))
+        if stage != "4":
+            x = torch.nn.functional.max_pool2d(x, kernel_size=2, stride=2)
+    logits = model.convPb(torch.relu(model.convPa(x)))
+    dense = model.convDb(torch.relu(model.convDa(x)))
+    return logits, dense / torch.norm(dense, p=2, dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def convolutions_reproduce_golden(model: SuperPoint, reference: dict[str, np.ndarray]) -> float:
+    """How far this machine's plain reference forward is from the stored logits (0 where it was made)."""
+    with torch.no_grad():
+        return max(max_err(plain_reference_forward(model, torch.from_numpy(reference[f"image{i}"])[None, None])[0][0],
+                           reference[f"sp_logits{i}"]) for i in (0, 1))
+
+
+def require_golden_convolutions(model: SuperPoint, reference: dict[str, np.ndarray]) -> None:
+    deviation = convolutions_reproduce_golden(model, reference)
+    if deviation > 1e-5:
+        pytest.skip(f"this CPU's float32 convolutions differ from those of the machine that made the golden "
+                    f"data: the plain reference forward is {deviation:.1e} off its stored logits (> 1e-5), so "
+                    f"near-tied keypoints may swap for any implementation; exactness on this machine is "
+                    f"checked by test_superpoint_arithmetic_is_the_reference_forward and "
+                    f"test_superpoint_post_processing_reproduces_reference")
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_superpoint_arithmetic_is_the_reference_forward(superpoint, reference, i):
+    """Pooling before ReLU, in-place ReLU and the strided max-pool change no bit of either head."""
+    image = torch.from_numpy(reference[f"image{i}"])[None, None]
+    with torch.no_grad():
+        logits, dense = superpoint(image)
+        plain_logits, plain_dense = plain_reference_forward(superpoint, image)
+    assert torch.equal(logits, plain_logits)
+    assert torch.equal(dense, plain_dense)
+
+
+@pytest.mark.parametrize("i", [0, 1])
+@pytest.mark.parametrize("max_keypoints", [1024, -1])
+def test_superpoint_post_processing_reproduces_reference(superpoint, reference, i, max_keypoints):
+    """The stored detector logits through softmax, NMS, border removal and top-k give the reference's
+    keypoints in set and order (top-k order with a budget, raster order without)."""
+    from superglue_ros.superpoint import max_pool_nms, select_keypoints
+
+    heat = max_pool_nms(SuperPoint.heatmap(torch.from_numpy(reference[f"sp_logits{i}"])[None]),
+                        superpoint.config["nms_radius"])
+    keypoints, scores = select_keypoints(heat[0], superpoint.config["keypoint_threshold"],
+                                         superpoint.config["remove_borders"], max_keypoints)
+    suffix = "" if max_keypoints > 0 else "all_"
+    np.testing.assert_array_equal(keypoints.numpy(), reference[f"{suffix}keypoints{i}"])
+    assert max_err(scores, reference[f"{suffix}scores{i}"]) <= 1e-5
+
+
 @pytest.mark.parametrize("i", [0, 1])
 def test_superpoint_matches_reference(superpoint, reference, i):
+    require_golden_convolutions(superpoint, reference)
     image = torch.from_numpy(reference[f"image{i}"])
     with torch.no_grad():
         logits, _ = superpoint(image[None, None])
@@ -84,6 +152,7 @@ def test_superpoint_matches_reference(superpoint, reference, i):
 
 @pytest.mark.parametrize("i", [0, 1])
 def test_superpoint_unlimited_keypoints_in_raster_order(superpoint, reference, i):
+    require_golden_convolutions(superpoint, reference)
     unlimited = SuperPoint(**{**superpoint.config, "max_keypoints": -1}).eval()
     unlimited.load_state_dict(superpoint.state_dict())
     features = unlimited.extract(torch.from_numpy(reference[f"image{i}"]))
@@ -92,6 +161,7 @@ def test_superpoint_unlimited_keypoints_in_raster_order(superpoint, reference, i
 
 
 def test_superpoint_batch_equals_single(superpoint, reference):
+    require_golden_convolutions(superpoint, reference)
     batch = torch.from_numpy(np.stack([reference["image0"], reference["image1"]]))[:, None]
     for i, features in enumerate(superpoint.extract(batch)):
         np.testing.assert_array_equal(features.keypoints.numpy(), reference[f"keypoints{i}"])
@@ -121,6 +191,7 @@ def test_superglue_matches_reference(superglue, reference):
 
 def test_end_to_end_from_pixels(superpoint, superglue, reference):
     """SuperPoint output fed straight to SuperGlue gives the reference's matches."""
+    require_golden_convolutions(superpoint, reference)
     f0, f1 = (superpoint.extract(torch.from_numpy(reference[f"image{i}"])) for i in (0, 1))
     result = superglue.match(f0, f1)
     np.testing.assert_array_equal(result.matches0.numpy(), reference["matches0"])
@@ -132,18 +203,23 @@ def freiburg() -> dict[str, np.ndarray]:
     return {key: data[key] for key in data.files}
 
 
-@pytest.mark.parametrize("threshold", ["020", "000"])
-def test_freiburg_pair_with_rule_weights(freiburg, threshold):
-    """Real frames, weights regenerated from the README's rule: SuperPoint and SuperGlue outputs agree."""
-    superpoint = SuperPoint(max_keypoints=1024).eval()
-    superpoint.load_state_dict(rule_weights(superpoint), strict=True)
-    superglue = SuperGlue(match_threshold=int(threshold) / 100).eval()
-    superglue.load_state_dict(rule_weights(superglue), strict=True)
+def test_freiburg_superpoint_with_rule_weights(freiburg, superpoint, reference):
+    """Real frames, weights regenerated from the README's rule: SuperPoint's outputs agree."""
+    require_golden_convolutions(superpoint, reference)
+    rule = SuperPoint(max_keypoints=1024).eval()
+    rule.load_state_dict(rule_weights(rule), strict=True)
     for i in (0, 1):
-        features = superpoint.extract(torch.from_numpy(freiburg[f"image{i}"].astype(np.float32) / 255.0))
+        features = rule.extract(torch.from_numpy(freiburg[f"image{i}"].astype(np.float32) / 255.0))
         np.testing.assert_array_equal(features.keypoints.numpy(), freiburg[f"keypoints{i}"])
         assert max_err(features.scores, freiburg[f"scores{i}"]) <= 1e-5
         assert max_err(features.descriptors.T, freiburg[f"descriptors{i}"]) <= 1e-5
+
+
+@pytest.mark.parametrize("threshold", ["020", "000"])
+def test_freiburg_superglue_with_rule_weights(freiburg, threshold):
+    """The stored SuperPoint output of the real frames through SuperGlue with the rule's weights."""
+    superglue = SuperGlue(match_threshold=int(threshold) / 100).eval()
+    superglue.load_state_dict(rule_weights(superglue), strict=True)
     result = superglue.match(stored_features(freiburg, 0), stored_features(freiburg, 1))
     assert max_err(result.log_assignment, freiburg["log_assignment"]) <= 1e-4
     np.testing.assert_array_equal(result.matches0.numpy(), freiburg[f"matches0_thr{threshold}"])
