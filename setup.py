@@ -36,6 +36,6 @@ setup(
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
         "test": ["pytest>=8", "hypothesis>=6.100"],
     },
-    entry_points={"console_scripts": ["superglue-ros = superglue_ros.cli:main"]},
+    entry_points={"console_scripts": ["superglue-ros = superglue_ros.cli.main:main"]},
     zip_safe=False,
 )

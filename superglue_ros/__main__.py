@@ -1,6 +1,6 @@
 """`python -m superglue_ros` is the `superglue-ros` command."""
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

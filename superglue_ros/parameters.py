@@ -12,8 +12,8 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any
 
-from .geometry import METHODS
-from .validation import check_choice, check_number
+from .geometry.homography import METHODS
+from .settings import check_choice, check_number
 
 
 @dataclass(frozen=True)

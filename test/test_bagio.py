@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from superglue_ros.bagio import BagError, build_message, open_bag
-from superglue_ros.image_codec import ImageDecodeError, decode_raw
-from superglue_ros.messages import Stamp, msg_definitions
+from superglue_ros.eval.bagio import BagError, build_message, open_bag
+from superglue_ros.ros.image_codec import ImageDecodeError, decode_raw
+from superglue_ros.ros.messages import Stamp, msg_definitions
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 START_NS = 1_700_000_000_000_000_000
@@ -180,7 +180,7 @@ def test_missing_and_broken_bags(tmp_path: Path) -> None:
 def test_output_bag_embeds_definitions_and_round_trips(tmp_path: Path) -> None:
     from rosbags.highlevel import AnyReader
 
-    from superglue_ros.bagio import OutputBag
+    from superglue_ros.eval.bagio import OutputBag
 
     fields = {
         "header": Stamp(5, 6, "cam").header(), "reference_header": Stamp(4, 9, "cam").header(),
@@ -205,7 +205,7 @@ def test_output_bag_embeds_definitions_and_round_trips(tmp_path: Path) -> None:
 
 
 def test_build_message_reports_missing_fields() -> None:
-    from superglue_ros.bagio import typestore_with_package_messages
+    from superglue_ros.eval.bagio import typestore_with_package_messages
 
     typestore = typestore_with_package_messages()
     assert set(msg_definitions()) <= set(typestore.fielddefs)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from superglue_ros.benchmark import load_frames, match_agreement, pairs_for, summarize, superglue_flop
-from superglue_ros.features import Features, MatchResult
-from superglue_ros.matcher import PairMatch
+from superglue_ros.bench.speed import load_frames, match_agreement, pairs_for, summarize, superglue_flop
+from superglue_ros.models.types import Features, MatchResult
+from superglue_ros.inference.matcher import PairMatch
 
 from conftest import REPO
 

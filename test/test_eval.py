@@ -16,15 +16,15 @@ import cv2
 import numpy as np
 import pytest
 
-from superglue_ros import metrics
-from superglue_ros.bagio import open_bag
-from superglue_ros.cli import main
-from superglue_ros.commands.eval import summary_line
-from superglue_ros.evaluation import (EvalConfig, candidate_matches, estimate_relative_pose, evaluate, frame_pairs,
+from superglue_ros.eval import metrics as metrics
+from superglue_ros.eval.bagio import open_bag
+from superglue_ros.cli.main import main
+from superglue_ros.cli.eval import summary_line
+from superglue_ros.eval.run import (EvalConfig, candidate_matches, estimate_relative_pose, evaluate, frame_pairs,
                                       score_synthetic)
-from superglue_ros.geometry import estimate_homography
-from superglue_ros.matcher import Matcher
-from superglue_ros.messages import Stamp
+from superglue_ros.geometry.homography import estimate_homography
+from superglue_ros.inference.matcher import Matcher
+from superglue_ros.ros.messages import Stamp
 from test_bagio import PERIOD_NS, START_NS, graffiti_frames, write_image_bag
 
 TOPIC = "/cam/image_raw"
@@ -142,7 +142,7 @@ def test_stereo_pairs_by_nearest_stamp(tmp_path: Path, frames: list[np.ndarray],
 
 def test_synthetic_homography_scores_both_methods_on_the_same_keypoints(
         tmp_path: Path, frames: list[np.ndarray], weight_files: dict[str, Path]) -> None:
-    from superglue_ros.synthetic import ground_truth_matches, sample_homography, warp_image
+    from superglue_ros.data.homographies import ground_truth_matches, sample_homography, warp_image
 
     matcher = fast_matcher(weight_files)
     gray = cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY)
@@ -378,7 +378,7 @@ def write_posed_bag(path: Path, frames: list[np.ndarray], pose_kind: str) -> Pat
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from superglue_ros.bagio import build_message
+    from superglue_ros.eval.bagio import build_message
     from test_bagio import image_message
 
     typestore = get_typestore(Stores.ROS2_HUMBLE)

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from superglue_ros import Features, SuperGlue, SuperPoint
-from superglue_ros.superglue import pad_features
+from superglue_ros.models.superglue import pad_features
 
 from conftest import GOLDEN, require, rule_weights
 
@@ -125,7 +125,7 @@ def test_superpoint_arithmetic_is_the_reference_forward(superpoint, reference, i
 def test_superpoint_post_processing_reproduces_reference(superpoint, reference, i, max_keypoints):
     """The stored detector logits through softmax, NMS, border removal and top-k give the reference's
     keypoints in set and order (top-k order with a budget, raster order without)."""
-    from superglue_ros.superpoint import max_pool_nms, select_keypoints
+    from superglue_ros.models.superpoint import max_pool_nms, select_keypoints
 
     heat = max_pool_nms(SuperPoint.heatmap(torch.from_numpy(reference[f"sp_logits{i}"])[None]),
                         superpoint.config["nms_radius"])

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from superglue_ros import Features, Matcher
-from superglue_ros.matcher import resolve_device, to_original_pixels
-from superglue_ros.preprocess import resize_gray, resized_shape, to_gray_float
-from superglue_ros.weights import WeightsError
+from superglue_ros.inference.matcher import resolve_device, to_original_pixels
+from superglue_ros.inference.preprocess import resize_gray, resized_shape, to_gray_float
+from superglue_ros.inference.weights import WeightsError
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +150,8 @@ def test_keypoint_diameters_scale_with_the_image_and_orientations_stay():
 
 def test_open_model_file_is_used_by_path_and_auto_falls_back_with_a_notice(tmp_path, monkeypatch, caplog):
     """A model written by training loads by path; with no official weights, auto takes the bundled one."""
-    from superglue_ros.open_model import BUNDLED, save_open_model
-    from superglue_ros.superglue import SuperGlue
+    from superglue_ros.inference.model_files import BUNDLED, save_open_model
+    from superglue_ros.models.superglue import SuperGlue
 
     superglue = SuperGlue(descriptor_dim=128, keypoint_encoder=[16, 32], GNN_layers=["self", "cross"],
                           sinkhorn_iterations=10)

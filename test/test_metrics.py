@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from superglue_ros import metrics
-from superglue_ros.geometry import estimate_homography, project
-from superglue_ros.synthetic import sample_homography
+from superglue_ros.eval import metrics as metrics
+from superglue_ros.geometry.homography import estimate_homography, project
+from superglue_ros.data.homographies import sample_homography
 
 
 def test_match_counts_small_case() -> None:

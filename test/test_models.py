@@ -179,7 +179,7 @@ def test_superpoint_rejects_bad_image_shapes(superpoint):
 
 @pytest.mark.parametrize("shape", [(1, 3, 7, 9), (2, 2, 8, 6), (1, 1, 3, 5)])
 def test_strided_max_pool_equals_max_pool2d(shape):
-    from superglue_ros.superpoint import max_pool_2x2
+    from superglue_ros.models.superpoint import max_pool_2x2
 
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     assert torch.equal(max_pool_2x2(x), torch.nn.functional.max_pool2d(x, kernel_size=2, stride=2))
@@ -211,7 +211,7 @@ def official_gnn(gnn, desc0: torch.Tensor, desc1: torch.Tensor) -> tuple[torch.T
 def test_gnn_equals_the_official_formulation(training):
     """Folded merge/BatchNorm and head-major views compute the official layer, with and
     without gradients (the no-gradient path caches its derived weights)."""
-    from superglue_ros.superglue import AttentionalGNN
+    from superglue_ros.models.superglue import AttentionalGNN
 
     torch.manual_seed(0)
     gnn = AttentionalGNN(64, ["self", "cross"], num_heads=4)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from superglue_ros.features import Features, MatchResult
-from superglue_ros.geometry import estimate_homography
-from superglue_ros.matcher import PairMatch
-from superglue_ros.messages import Stamp, homography_fields, matches_fields, msg_definitions
+from superglue_ros.models.types import Features, MatchResult
+from superglue_ros.geometry.homography import estimate_homography
+from superglue_ros.inference.matcher import PairMatch
+from superglue_ros.ros.messages import Stamp, homography_fields, matches_fields, msg_definitions
 
 from conftest import REPO
 
@@ -87,7 +87,7 @@ def test_field_builders_produce_exactly_the_message_fields():
 
 
 def test_rosbags_serialises_what_the_builders_produce():
-    from superglue_ros.bagio import build_message, typestore_with_package_messages
+    from superglue_ros.eval.bagio import build_message, typestore_with_package_messages
 
     typestore = typestore_with_package_messages()
     fields = matches_fields(example_pair(), Stamp(5, 6), Stamp(3, 4), "sequential", "m", "w", 0.5)
@@ -121,7 +121,7 @@ def test_package_xml_declares_what_the_node_imports():
     assert root.findtext("export/build_type") == "ament_cmake"
     assert root.findtext("member_of_group") == "rosidl_interface_packages"
     declared = {element.text for element in root if element.tag.endswith("depend")}
-    source = (REPO / "superglue_ros" / "ros_node.py").read_text()
+    source = (REPO / "superglue_ros" / "ros" / "node.py").read_text()
     imported = set(re.findall(r"^from (\w+)(?:\.\w+)* import", source, re.MULTILINE)) - {"__future__", "typing"}
     ros_packages = {name for name in imported if name not in ("numpy", "array", "threading", "time")}
     assert ros_packages <= declared, ros_packages - declared

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from superglue_ros.matcher import Matcher
-from superglue_ros.node_logic import WARN, Job, MatcherCore, debug_image, matcher_from_parameters
-from superglue_ros.pairing import ApproximateSync, LatestSlot, StampedFrame
+from superglue_ros.inference.matcher import Matcher
+from superglue_ros.ros.core import WARN, Job, MatcherCore, debug_image, matcher_from_parameters
+from superglue_ros.ros.pairing import ApproximateSync, LatestSlot, StampedFrame
 from superglue_ros.parameters import DEFAULTS, PARAMETERS, render_markdown, render_yaml, resolve, validate
 
 from conftest import REPO
@@ -168,7 +168,7 @@ def test_config_file_and_readme_come_from_the_parameter_table():
 
 
 def test_the_weights_parameter_offers_every_model_the_matcher_loads():
-    from superglue_ros.matcher import MODEL_CHOICES
+    from superglue_ros.inference.matcher import MODEL_CHOICES
 
     weights = next(p for p in PARAMETERS if p.name == "weights")
     assert tuple(weights.choices) == MODEL_CHOICES

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from superglue_ros import Features, Matcher, SuperGlue, SuperPoint
-from superglue_ros.cli import main
-from superglue_ros.weights import file_identity, load_into
+from superglue_ros.cli.main import main
+from superglue_ros.inference.weights import file_identity, load_into
 
 from conftest import GOLDEN, require, rule_weights
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from superglue_ros.onnx_export import (OnnxSuperGlue, OnnxSuperPoint, export_models,  # noqa: E402
+from superglue_ros.inference.backends.onnx import (OnnxSuperGlue, OnnxSuperPoint, export_models,  # noqa: E402
                                        exports_current, read_metadata)
 
 SUPERPOINT_CONFIG = {"max_keypoints": 128}

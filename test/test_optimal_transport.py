@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from superglue_ros.optimal_transport import extract_matches, log_optimal_transport
+from superglue_ros.models.optimal_transport import extract_matches, log_optimal_transport
 
 finite = st.floats(-4.0, 4.0, allow_nan=False, width=32)
 
@@ -98,7 +98,7 @@ def test_clear_diagonal_is_matched_and_threshold_withholds_weak_matches():
        dtype=st.sampled_from([torch.float32, torch.float64]))
 def test_scaling_iterations_equal_log_domain_iterations(scores, bin_score, iterations, dtype):
     """The fast matrix-vector Sinkhorn runs the same iterations as the textbook log-domain one."""
-    from superglue_ros.optimal_transport import (augment_with_dustbins, log_domain_sinkhorn, log_marginals,
+    from superglue_ros.models.optimal_transport import (augment_with_dustbins, log_domain_sinkhorn, log_marginals,
                                                  scaling_sinkhorn)
 
     n, m = scores.shape
@@ -129,7 +129,7 @@ def test_tolerance_stops_early_but_stays_close():
 @pytest.mark.parametrize("iterations", [0, 1, 2, 3, 7])
 def test_fast_sinkhorn_runs_exactly_the_requested_iterations(iterations):
     """Fewer iterations than the float32 finish must not silently become more."""
-    from superglue_ros.optimal_transport import augment_with_dustbins, log_domain_sinkhorn, log_marginals, sinkhorn
+    from superglue_ros.models.optimal_transport import augment_with_dustbins, log_domain_sinkhorn, log_marginals, sinkhorn
 
     torch.manual_seed(0)
     couplings = augment_with_dustbins(torch.randn(1, 5, 4), torch.tensor(1.0))

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import GOLDEN, REPO, require
-from superglue_ros.geometry import estimate_homography
+from superglue_ros.geometry.homography import estimate_homography
 
 INSTALL = REPO / ".ros" / "install" / "superglue_ros"
 SITE_PACKAGES = INSTALL / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
@@ -121,7 +121,7 @@ def golden() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def scene() -> dict[str, np.ndarray]:
     """A generated textured frame and a copy shifted by 16 px, for tests that need no reference data."""
-    from superglue_ros.benchmark import textured_image
+    from superglue_ros.bench.speed import textured_image
 
     image = textured_image(np.random.default_rng(5), 480, 640)
     return {"image0_u8": image, "image1_u8": np.ascontiguousarray(np.roll(image, 16, axis=1))}
@@ -188,7 +188,7 @@ def test_known_warp_is_recovered(ros_env, start_node, tmp_path, golden):
 def test_messages_on_the_wire_equal_rosbags_serialisation(ros_env, start_node, tmp_path, scene, generated_weights):
     """What rclpy sends is byte for byte what the evaluation tool writes into bags for the same fields;
     with a subscriber on debug_image, the drawn matches come too."""
-    from superglue_ros.bagio import typestore_with_package_messages
+    from superglue_ros.eval.bagio import typestore_with_package_messages
 
     start_node(mode="sequential", image_reliability="reliable", max_keypoints=256, match_threshold=0.0,
                **generated_weights)

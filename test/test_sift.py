@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from superglue_ros.sift import SIFT, root_sift
-from superglue_ros.synthetic import ground_truth_matches, warp_image
+from superglue_ros.models.sift import SIFT, root_sift
+from superglue_ros.data.homographies import ground_truth_matches, warp_image
 
 
 def textured(height: int = 240, width: int = 320, seed: int = 0) -> np.ndarray:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from superglue_ros.geometry import project
-from superglue_ros.synthetic import ground_truth_matches, sample_homography, warp_image
+from superglue_ros.geometry.homography import project
+from superglue_ros.data.homographies import ground_truth_matches, sample_homography, warp_image
 
 
 def test_homography_keeps_the_image_mostly_in_frame() -> None:

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from superglue_ros.cli import main
-from superglue_ros.metrics import mean_corner_error
-from superglue_ros.open_model import BUNDLED, load_open_model, save_open_model
-from superglue_ros.sift import SIFT
-from superglue_ros.superglue import SuperGlue
-from superglue_ros.synthetic import sample_homography
-from superglue_ros.training import (
+from superglue_ros.cli.main import main
+from superglue_ros.eval.metrics import mean_corner_error
+from superglue_ros.inference.model_files import BUNDLED, load_open_model, save_open_model
+from superglue_ros.models.sift import SIFT
+from superglue_ros.models.superglue import SuperGlue
+from superglue_ros.data.homographies import sample_homography
+from superglue_ros.train.loop import (
     TrainConfig, checkpoint_path, collate, features_config, initialise_from, make_pair, nll_loss, resumed_config,
     sample_pair, step_keypoints, superglue_config, train, training_batch, training_step)
 

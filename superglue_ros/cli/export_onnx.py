@@ -1,0 +1,49 @@
+"""`superglue-ros export-onnx --out DIR`: write superpoint.onnx and superglue.onnx for onboard runtimes."""
+from __future__ import annotations
+
+import argparse
+
+from . import CommandError
+from .options import add_matcher_options, matcher_kwargs
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export-onnx", help="export the networks to ONNX",
+        description="Export SuperPoint (dynamic height/width; keypoint selection stays outside the graph) and "
+                    "SuperGlue (dynamic keypoint counts; Sinkhorn iterations baked in and recorded in the "
+                    "metadata) to ONNX. Of the model options only the weights, --sinkhorn-iterations and "
+                    "--match-threshold (recorded as the default) affect the files.")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the two .onnx files into")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset version, 14 to 20 (default: %(default)s)")
+    parser.add_argument("--sinkhorn", choices=("scaling", "log-domain"), default="scaling",
+                        help="scaling: float64 scaling iterations, fast on onnxruntime; log-domain: the reference's "
+                             "float32 iterations, for runtimes without float64 such as TensorRT "
+                             "(default: %(default)s)")
+    add_matcher_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inference.matcher import load_models
+    from ..inference.backends.onnx import export_models
+    from ..models.superpoint import SuperPoint
+    from ..inference.weights import WeightsError
+
+    kwargs = matcher_kwargs(args)
+    try:
+        models = load_models(args.weights, args.weights_dir, args.superpoint_weights, args.superglue_weights,
+                             kwargs["superpoint"], kwargs["superglue"])
+        if not isinstance(models.extractor, SuperPoint):
+            raise CommandError(f"export-onnx exports SuperPoint + SuperGlue; {models.name} has no SuperPoint "
+                               "(the official weights are needed)")
+        paths = export_models(models.extractor, models.superglue, args.out, models.files, args.opset, args.sinkhorn)
+    except (ValueError, WeightsError) as error:
+        raise CommandError(str(error)) from None
+    except ModuleNotFoundError as error:
+        raise CommandError(f"{error.name} is needed for ONNX export: pip install 'superglue_ros[onnx]'") from None
+    except OSError as error:
+        raise CommandError(f"cannot write to {args.out}: {error}") from None
+    for path in paths:
+        print(f"wrote {path}")
+    return 0

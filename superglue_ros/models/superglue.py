@@ -1,0 +1,454 @@
+"""SuperGlue: attentional graph neural network + optimal transport (Sarlin et al., 2020).
+
+Module and parameter names mirror the official ``superglue_*.pth`` state
+dicts (``kenc.encoder.N``, ``gnn.layers.N.attn.proj.K``, ``final_proj``,
+``bin_score``) so they load with ``strict=True``. The 1x1 convolutions are
+stored as ``Conv1d`` for that reason but evaluated as matrix products on
+(B, N, C) rows, and both images are pushed through every layer in a single
+call by concatenating their keypoints: projections, normalisation and MLPs
+act on each keypoint independently, so only attention needs to know which
+image a keypoint belongs to.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .types import Features, MatchResult
+from ..inference.timing import StageClock
+from .optimal_transport import extract_matches, log_optimal_transport
+from ..settings import check_number, merge_config
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "descriptor_dim": 256,
+    "keypoint_encoder": [32, 64, 128, 256],
+    "GNN_layers": ["self", "cross"] * 9,
+    "num_heads": 4,
+    "sinkhorn_iterations": 100,
+    "match_threshold": 0.2,
+    "sinkhorn_tolerance": 0.0,
+    # Our SIFT models also encode each keypoint's scale and orientation (the official models do not).
+    "scale_orientation": False,
+}
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    check_number("descriptor_dim", config["descriptor_dim"], 1, None, integer=True)
+    check_number("num_heads", config["num_heads"], 1, config["descriptor_dim"], integer=True)
+    if config["descriptor_dim"] % config["num_heads"]:
+        raise ValueError(f"descriptor_dim ({config['descriptor_dim']}) must be divisible by "
+                         f"num_heads ({config['num_heads']})")
+    encoder = config["keypoint_encoder"]
+    if not isinstance(encoder, (list, tuple)) or not encoder:
+        raise ValueError(f"keypoint_encoder must be a non-empty list of layer widths, got {encoder!r}")
+    for i, width in enumerate(encoder):
+        check_number(f"keypoint_encoder[{i}]", width, 1, None, integer=True)
+    layers = config["GNN_layers"]
+    if not isinstance(layers, (list, tuple)) or any(kind not in ("self", "cross") for kind in layers):
+        raise ValueError(f"GNN_layers must be a list of 'self'/'cross', got {layers!r}")
+    check_number("sinkhorn_iterations", config["sinkhorn_iterations"], 0, 10000, integer=True)
+    check_number("match_threshold", config["match_threshold"], 0.0, 1.0)
+    check_number("sinkhorn_tolerance", config["sinkhorn_tolerance"], 0.0, 1.0)
+    if not isinstance(config["scale_orientation"], bool):
+        raise ValueError(f"scale_orientation must be true or false, got {config['scale_orientation']!r}")
+
+
+def pointwise_mlp(channels: Sequence[int]) -> nn.Sequential:
+    """Conv1d(k=1) layers with BatchNorm + ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i in range(1, len(channels)):
+        layers.append(nn.Conv1d(channels[i - 1], channels[i], kernel_size=1, bias=True))
+        if i < len(channels) - 1:
+            layers += [nn.BatchNorm1d(channels[i]), nn.ReLU()]
+    nn.init.constant_(layers[-1].bias, 0.0)
+    return nn.Sequential(*layers)
+
+
+def linear(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """Apply a kernel-1 Conv1d to (B, L, C_in) rows."""
+    return F.linear(x, conv.weight[..., 0], conv.bias)
+
+
+def batch_norm_affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm1d as (scale, shift), so it can fold into a neighbouring layer."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def batch_norm_rows(x: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
+    """BatchNorm1d over the last axis of (B, L, C); eval mode folds into one affine map."""
+    if bn.training:
+        return bn(x.transpose(1, 2)).transpose(1, 2)
+    scale, shift = batch_norm_affine(bn)
+    return x * scale + shift
+
+
+def run_rows(mlp: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    for layer in mlp:
+        if isinstance(layer, nn.Conv1d):
+            x = linear(x, layer)
+        elif isinstance(layer, nn.BatchNorm1d):
+            x = batch_norm_rows(x, layer)
+        else:
+            x = layer(x)
+    return x
+
+
+def normalize_keypoints(keypoints: torch.Tensor, sizes_hw: torch.Tensor) -> torch.Tensor:
+    """(B, N, 2) pixels -> centred coordinates scaled by 0.7 * the larger image side.
+
+    sizes_hw: (B, 2) image height and width (the full image, not the 8-px grid).
+    """
+    wh = sizes_hw.flip(1).to(keypoints.dtype)
+    return (keypoints - wh[:, None, :] / 2) / normalising_scale(wh)[:, None, :]
+
+
+def normalising_scale(wh: torch.Tensor) -> torch.Tensor:
+    """(B, 1): 0.7 * the larger side of (B, 2) image sizes."""
+    return 0.7 * wh.max(dim=1, keepdim=True).values
+
+
+def encode_scale_orientation(frames: torch.Tensor, sizes_hw: torch.Tensor) -> torch.Tensor:
+    """(B, N, 2) diameters in pixels and orientations in radians -> (B, N, 3) encoder inputs:
+    log diameter in normalised units (like the positions, independent of resizing), cos and
+    sin of the orientation (so that attention's dot products see orientation differences)."""
+    scale = normalising_scale(sizes_hw.flip(1).to(frames.dtype))
+    log_size = torch.log(frames[..., 0].clamp(min=1e-3) / scale)
+    return torch.stack([log_size, torch.cos(frames[..., 1]), torch.sin(frames[..., 1])], dim=-1)
+
+
+class KeypointEncoder(nn.Module):
+    """Lifts (x, y, score[, log scale, cos, sin orientation]) into descriptor space so the GNN can
+    reason about geometry."""
+
+    def __init__(self, widths: Sequence[int], descriptor_dim: int, inputs: int = 3) -> None:
+        super().__init__()
+        self.encoder = pointwise_mlp([inputs, *widths, descriptor_dim])
+
+    def forward(self, keypoints: torch.Tensor, scores: torch.Tensor,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
+        columns = [keypoints, scores[..., None]] + ([] if extra is None else [extra])
+        return run_rows(self.encoder, torch.cat(columns, dim=-1))
+
+
+def head_major(dim: int, num_heads: int) -> torch.Tensor:
+    """Channel permutation from the official dim-major layout (channel = d * heads + h)
+    to head-major (h * dim/heads + d), where each head's channels are contiguous."""
+    return torch.arange(dim).view(dim // num_heads, num_heads).t().reshape(-1)
+
+
+class MultiHeadedAttention(nn.Module):
+    """Scaled dot-product attention whose heads interleave channels: channel = d * heads + h.
+
+    The parameters keep the official layout; ``projection`` permutes the
+    projection rows to head-major order, so every head is a strided view that
+    the fused attention kernel reads in place (no per-head copies).
+    """
+
+    def __init__(self, num_heads: int, dim: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.merge = nn.Conv1d(dim, dim, kernel_size=1)
+        self.proj = nn.ModuleList([nn.Conv1d(dim, dim, kernel_size=1) for _ in range(3)])
+
+    def projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias giving head-major query, key and value in one matrix product."""
+        order = head_major(self.merge.weight.shape[0], self.num_heads).to(self.merge.weight.device)
+        weight = torch.cat([p.weight[order, :, 0] for p in self.proj])
+        bias = torch.cat([p.bias[order] for p in self.proj])
+        return weight, bias
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               key_mask: torch.Tensor | None) -> torch.Tensor:
+        """Head-major (B, N, D) queries against (B, M, D) keys/values -> head-major (B, N, D)
+        messages before the merge projection."""
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        heads = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # noqa: E731
+        q, k, v = heads(q), heads(k), heads(v)
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+            out = bf16_attention(q, k, v, mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return out.transpose(1, 2).flatten(2)
+
+
+def bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention as two bf16 matrix products, for fast mode on CPU.
+
+    The fused CPU kernel computes in float32 whatever the input type, while
+    bf16 matrix products reach the CPU's bf16 units (about 1 TFLOP/s against
+    0.2 on the 2-core CI machine): the GNN takes 170 instead of 280 ms, and
+    matches agree with exact mode as often as with the fused kernel. Not
+    for fp16: CPUs without fp16 matrix units run it 20x slower than fused.
+    """
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+class LayerWeights(NamedTuple):
+    """The matrices one GNN layer multiplies by, derived from its official parameters."""
+
+    qkv_weight: torch.Tensor
+    qkv_bias: torch.Tensor
+    hidden_weight: torch.Tensor
+    hidden_bias: torch.Tensor
+
+
+class AttentionalPropagation(nn.Module):
+    """One message-passing layer: attention message, then an MLP on [state, message]."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.attn = MultiHeadedAttention(num_heads, dim)
+        self.mlp = pointwise_mlp([2 * dim, 2 * dim, dim])
+        self._cache: tuple[tuple, LayerWeights] | None = None
+
+    def weights(self) -> LayerWeights:
+        """Derived weights, kept between calls while no gradient is recorded.
+
+        The key holds every parameter's storage and version counter, so
+        ``load_state_dict``, an optimiser step, ``.to()`` or a switch to
+        training invalidate it; with gradients on they are always recomputed.
+        """
+        if torch.is_grad_enabled():
+            return self._derive()
+        key = (self.mlp[1].training, *((p.data_ptr(), p._version) for p in self.parameters()),
+               *((b.data_ptr(), b._version) for b in self.buffers()))
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._derive())
+        return self._cache[1]
+
+    def _derive(self) -> LayerWeights:
+        """The MLP's first layer, acting on [state, head-major attention output], absorbs the
+        merge projection (linear, and feeding only this layer: one matrix product fewer per
+        layer) and, in eval mode, the BatchNorm that follows. Same function; float32
+        rounding differs at ~1e-7."""
+        conv, bn, merge = self.mlp[0], self.mlp[1], self.attn.merge
+        dim = merge.weight.shape[0]
+        order = head_major(dim, self.attn.num_heads).to(conv.weight.device)
+        w_state, w_message = conv.weight[..., 0].split(dim, dim=1)
+        weight = torch.cat([w_state, w_message @ merge.weight[:, order, 0]], dim=1)
+        bias = conv.bias + w_message @ merge.bias
+        if not bn.training:
+            scale, shift = batch_norm_affine(bn)
+            weight, bias = weight * scale[:, None], bias * scale + shift
+        return LayerWeights(*self.attn.projection(), weight, bias)
+
+    def update(self, x: torch.Tensor, message: torch.Tensor, weights: LayerWeights) -> torch.Tensor:
+        """New state from the (B, L, D) state and head-major attention output."""
+        hidden = F.linear(torch.cat([x, message], dim=-1), weights.hidden_weight, weights.hidden_bias)
+        if self.mlp[1].training:
+            hidden = self.mlp[1](hidden.transpose(1, 2)).transpose(1, 2)
+        return x + linear(torch.relu(hidden), self.mlp[3])
+
+
+class AttentionalGNN(nn.Module):
+    def __init__(self, dim: int, kinds: Sequence[str], num_heads: int) -> None:
+        super().__init__()
+        self.kinds = list(kinds)
+        self.layers = nn.ModuleList([AttentionalPropagation(dim, num_heads) for _ in kinds])
+
+    def forward(self, desc0: torch.Tensor, desc1: torch.Tensor,
+                mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Update (B, N, D) and (B, M, D) descriptors; both read the pre-layer state."""
+        n = desc0.shape[1]
+        x = torch.cat([desc0, desc1], dim=1)
+        for layer, kind in zip(self.layers, self.kinds):
+            weights = layer.weights()
+            q, k, v = F.linear(x, weights.qkv_weight, weights.qkv_bias).chunk(3, dim=-1)
+            (q0, q1), (k0, k1), (v0, v1) = (t.split([n, t.shape[1] - n], dim=1) for t in (q, k, v))
+            if kind == "cross":
+                k0, k1, v0, v1, mask_src0, mask_src1 = k1, k0, v1, v0, mask1, mask0
+            else:
+                mask_src0, mask_src1 = mask0, mask1
+            message = torch.cat([layer.attn.attend(q0, k0, v0, mask_src0),
+                                 layer.attn.attend(q1, k1, v1, mask_src1)], dim=1)
+            x = layer.update(x, message, weights)
+        return x[:, :n], x[:, n:]
+
+
+class SuperGlue(nn.Module):
+    """Matches two sets of keypoints+descriptors with a GNN and Sinkhorn.
+
+    ``match`` is the public entry point; ``forward`` takes padded batches and
+    returns every intermediate stage (used by exactness tests and training).
+    """
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        self.config = merge_config(DEFAULT_CONFIG, config, "SuperGlue")
+        validate_config(self.config)
+        dim = self.config["descriptor_dim"]
+        self.kenc = KeypointEncoder(self.config["keypoint_encoder"], dim,
+                                    6 if self.config["scale_orientation"] else 3)
+        self.gnn = AttentionalGNN(dim, self.config["GNN_layers"], self.config["num_heads"])
+        self.final_proj = nn.Conv1d(dim, dim, kernel_size=1, bias=True)
+        self.register_parameter("bin_score", nn.Parameter(torch.tensor(1.0)))
+
+    def forward(self, keypoints0: torch.Tensor, scores0: torch.Tensor, descriptors0: torch.Tensor,
+                size0: torch.Tensor, keypoints1: torch.Tensor, scores1: torch.Tensor,
+                descriptors1: torch.Tensor, size1: torch.Tensor,
+                mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None,
+                scale_orientation0: torch.Tensor | None = None, scale_orientation1: torch.Tensor | None = None,
+                ) -> dict[str, torch.Tensor]:
+        """Padded batch in, all stages out.
+
+        keypoints (B, N, 2) pixels, scores (B, N), descriptors (B, N, D), size (B, 2) as (H, W),
+        masks (B, N) bool (True = real keypoint) or None when nothing is padded,
+        scale_orientation (B, N, 2) as in Features (read only if the config says so).
+        """
+        stages = self.score_stages(keypoints0, scores0, descriptors0, size0,
+                                   keypoints1, scores1, descriptors1, size1, mask0, mask1,
+                                   scale_orientation0, scale_orientation1)
+        stages["log_assignment"] = self.optimal_transport(stages["raw_scores"], mask0, mask1)
+        return stages
+
+    def score_stages(self, keypoints0: torch.Tensor, scores0: torch.Tensor, descriptors0: torch.Tensor,
+                     size0: torch.Tensor, keypoints1: torch.Tensor, scores1: torch.Tensor,
+                     descriptors1: torch.Tensor, size1: torch.Tensor,
+                     mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None,
+                     scale_orientation0: torch.Tensor | None = None,
+                     scale_orientation1: torch.Tensor | None = None,
+                     ) -> dict[str, torch.Tensor]:
+        """Keypoint encoder, attentional GNN and final projection up to the (B, N, M) score matrix."""
+        extra0, extra1 = self._encoder_extras(scale_orientation0, size0, scale_orientation1, size1)
+        kenc0 = self.kenc(normalize_keypoints(keypoints0, size0), scores0, extra0)
+        kenc1 = self.kenc(normalize_keypoints(keypoints1, size1), scores1, extra1)
+        gnn0, gnn1 = self.gnn(descriptors0 + kenc0, descriptors1 + kenc1, mask0, mask1)
+        mdesc0, mdesc1 = linear(gnn0, self.final_proj), linear(gnn1, self.final_proj)
+        raw_scores = torch.einsum("bnd,bmd->bnm", mdesc0, mdesc1) / self.config["descriptor_dim"] ** 0.5
+        return {"kenc0": kenc0, "kenc1": kenc1, "gnn_desc0": gnn0, "gnn_desc1": gnn1,
+                "mdesc0": mdesc0, "mdesc1": mdesc1, "raw_scores": raw_scores}
+
+    def _encoder_extras(self, frames0: torch.Tensor | None, size0: torch.Tensor,
+                        frames1: torch.Tensor | None, size1: torch.Tensor,
+                        ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not self.config["scale_orientation"]:
+            return None, None
+        if frames0 is None or frames1 is None:
+            raise ValueError("this SuperGlue reads keypoint scale and orientation, which these features lack "
+                             "(it was trained for SIFT; use the front end stored with the model)")
+        return encode_scale_orientation(frames0, size0), encode_scale_orientation(frames1, size1)
+
+    def optimal_transport(self, raw_scores: torch.Tensor, mask0: torch.Tensor | None = None,
+                          mask1: torch.Tensor | None = None) -> torch.Tensor:
+        return log_optimal_transport(raw_scores, self.bin_score, self.config["sinkhorn_iterations"],
+                                     mask0, mask1, self.config["sinkhorn_tolerance"])
+
+    @torch.inference_mode()
+    def match(self, features0: Features | Sequence[Features],
+              features1: Features | Sequence[Features],
+              timings: dict[str, float] | None = None) -> MatchResult | list[MatchResult]:
+        """Match one pair (Features, Features) or a batch (two equal-length sequences).
+
+        A batch with different keypoint counts is padded and masked, so every
+        pair gets the result it would get alone. ``timings``, when given, gets
+        the seconds spent in the GNN ("superglue_gnn") and in Sinkhorn
+        ("sinkhorn"); on CUDA that costs a synchronisation per stage.
+        """
+        batch0, batch1, single = pair_or_batch(features0, features1)
+        results = self._match_batch(batch0, batch1, timings)
+        return results[0] if single else results
+
+    def _match_batch(self, batch0: list[Features], batch1: list[Features],
+                     timings: dict[str, float] | None) -> list[MatchResult]:
+        check_descriptor_dim(batch0 + batch1, self.config["descriptor_dim"])
+        results: list[MatchResult | None] = [None] * len(batch0)
+        full = [i for i, (f0, f1) in enumerate(zip(batch0, batch1)) if len(f0) and len(f1)]
+        for i in set(range(len(batch0))) - set(full):
+            plan = unmatchable_plan(len(batch0[i]), len(batch1[i]), self.optimal_transport, self.bin_score.device)
+            results[i] = assignment_result(plan, self.config["match_threshold"])
+        if full:
+            padded = self._match_padded([batch0[i] for i in full], [batch1[i] for i in full], timings)
+            for i, result in zip(full, padded):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    def _match_padded(self, batch0: list[Features], batch1: list[Features],
+                      timings: dict[str, float] | None) -> list[MatchResult]:
+        device = self.bin_score.device
+        kpts0, scores0, desc0, size0, mask0, frames0 = pad_features(batch0, device)
+        kpts1, scores1, desc1, size1, mask1, frames1 = pad_features(batch1, device)
+        if bool(mask0.all()) and bool(mask1.all()):
+            mask0 = mask1 = None
+        with StageClock(timings, "superglue_gnn", device):
+            raw_scores = self.score_stages(kpts0, scores0, desc0, size0, kpts1, scores1, desc1, size1,
+                                           mask0, mask1, frames0, frames1)["raw_scores"]
+        with StageClock(timings, "sinkhorn", device):
+            log_assignment = self.optimal_transport(raw_scores, mask0, mask1)
+        return [assignment_result(unpad_plan(log_assignment[b], len(f0), len(f1)), self.config["match_threshold"])
+                for b, (f0, f1) in enumerate(zip(batch0, batch1))]
+
+
+def pair_or_batch(features0: Features | Sequence[Features], features1: Features | Sequence[Features],
+                  ) -> tuple[list[Features], list[Features], bool]:
+    """The two call forms of ``match`` -- (Features, Features) or two equal-length sequences --
+    as two lists, and whether a single pair was given."""
+    if isinstance(features0, Features) and isinstance(features1, Features):
+        return [features0], [features1], True
+    if isinstance(features0, Features) or isinstance(features1, Features):
+        raise TypeError("match() takes two Features or two sequences of Features")
+    if len(features0) != len(features1):
+        raise ValueError(f"batched match needs as many features0 as features1 "
+                         f"({len(features0)} != {len(features1)})")
+    return list(features0), list(features1), False
+
+
+def check_descriptor_dim(features: Sequence[Features], dim: int) -> None:
+    for f in features:
+        if len(f) and f.descriptor_dim != dim:
+            raise ValueError(f"descriptors have dimension {f.descriptor_dim}, this SuperGlue expects {dim}")
+
+
+def assignment_result(log_assignment: torch.Tensor, match_threshold: float) -> MatchResult:
+    """Matches and scores of one pair's (N+1, M+1) log assignment."""
+    m0, m1, s0, s1 = extract_matches(log_assignment[None], match_threshold)
+    return MatchResult(m0[0], m1[0], s0[0], s1[0], log_assignment)
+
+
+def unmatchable_plan(n: int, m: int, transport: Callable[[torch.Tensor], torch.Tensor],
+                     device: torch.device | str) -> torch.Tensor:
+    """(n+1, m+1) log assignment of a pair where one side has no keypoints: all mass to the
+    dustbins, as ``transport`` (scores (1, n, m) -> plans) computes it."""
+    if n + m == 0:
+        return torch.zeros((1, 1), device=device)
+    return transport(torch.zeros((1, n, m), device=device))[0]
+
+
+def pad_features(batch: Sequence[Features], device: torch.device,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Stack Features of different lengths: (B, N, 2), (B, N), (B, N, D), sizes (B, 2), mask (B, N),
+    and scale/orientation (B, N, 2) if every one has them, else None."""
+    length = max(len(f) for f in batch)
+    dim = batch[0].descriptor_dim
+
+    def padded(t: torch.Tensor, width: int | None) -> torch.Tensor:
+        shape = (length,) if width is None else (length, width)
+        out = torch.zeros(shape, dtype=torch.float32, device=device)
+        out[: t.shape[0]] = t.to(device=device, dtype=torch.float32)
+        return out
+
+    keypoints = torch.stack([padded(f.keypoints, 2) for f in batch])
+    scores = torch.stack([padded(f.scores, None) for f in batch])
+    descriptors = torch.stack([padded(f.descriptors, dim) for f in batch])
+    sizes = torch.tensor([f.image_size for f in batch], dtype=torch.float32, device=device)
+    mask = torch.arange(length, device=device)[None] < torch.tensor([len(f) for f in batch], device=device)[:, None]
+    frames = None
+    if all(f.scale_orientation is not None for f in batch):
+        frames = torch.stack([padded(f.scale_orientation, 2) for f in batch])  # type: ignore[arg-type]
+    return keypoints, scores, descriptors, sizes, mask, frames
+
+
+def unpad_plan(plan: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """(N_pad+1, M_pad+1) -> (n+1, m+1): real rows/columns plus the dustbins (always last)."""
+    rows = torch.cat([torch.arange(n, device=plan.device), torch.tensor([plan.shape[0] - 1], device=plan.device)])
+    cols = torch.cat([torch.arange(m, device=plan.device), torch.tensor([plan.shape[1] - 1], device=plan.device)])
+    return plan[rows][:, cols]
