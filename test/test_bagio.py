@@ -211,5 +211,5 @@ def test_build_message_reports_missing_fields() -> None:
     assert set(msg_definitions()) <= set(typestore.fielddefs)
     with pytest.raises(ValueError, match="needs field 'valid'"):
         build_message(typestore, "superglue_ros/msg/Homography", {"header": Stamp(0, 0).header(),
-                                                                   "reference_header": Stamp(0, 0).header(),
-                                                                   "h": np.zeros(9)})
+                                                                  "reference_header": Stamp(0, 0).header(),
+                                                                  "h": np.zeros(9)})

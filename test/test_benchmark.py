@@ -12,6 +12,7 @@ import torch
 from superglue_ros.bench.speed import load_frames, match_agreement, pairs_for, summarize, superglue_flop
 from superglue_ros.models.types import Features, MatchResult
 from superglue_ros.inference.matcher import PairMatch
+from superglue_ros.io import ImageReadError
 
 from conftest import REPO
 
@@ -41,7 +42,7 @@ def test_generated_frames_are_textured_and_seeded():
 
 
 def test_load_frames_from_missing_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no images"):
+    with pytest.raises(ImageReadError, match="no images"):
         load_frames(tmp_path, 2, (64, 48))
 
 
@@ -66,9 +67,9 @@ def test_bench_command_prints_and_writes_json(weight_files, tmp_path):
          "--sinkhorn-iterations", "10", "--pairs", "2", "--warmup", "1", "--mode", "stream", "--precision", "bf16",
          "--agreement", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    assert "pairs/s" in done.stdout and "superglue_gnn" in done.stdout and "identical to exact" in done.stdout
+    assert "pairs/s" in done.stdout and "gnn" in done.stdout and "identical to exact" in done.stdout
     report = json.loads(out.read_text())
-    assert report["schema_version"] == 2 and report["config"]["precision"] == "bf16"
-    assert set(report["stages_ms"]) == {"preprocess", "features", "superglue_gnn", "sinkhorn", "geometry"}
+    assert report["schema_version"] == 3 and report["config"]["precision"] == "bf16"
+    assert set(report["stages_ms"]) == {"preprocess", "extract", "match", "gnn", "sinkhorn", "geometry"}
     assert report["pairs_per_second"] > 0 and 0.0 <= report["agreement_with_exact"] <= 1.0
     assert report["peak_rss_mb"] > 0

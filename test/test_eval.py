@@ -20,9 +20,12 @@ from superglue_ros.eval import metrics as metrics
 from superglue_ros.eval.bagio import open_bag
 from superglue_ros.cli.main import main
 from superglue_ros.cli.eval import summary_line
-from superglue_ros.eval.run import (EvalConfig, candidate_matches, estimate_relative_pose, evaluate, frame_pairs,
-                                      score_synthetic)
+from superglue_ros.eval.config import EvalConfig
+from superglue_ros.eval.run import Outcome, evaluate
+from superglue_ros.eval.scoring import candidate_matches, score_synthetic
+from superglue_ros.eval.sources import FrameTally, frame_pairs
 from superglue_ros.geometry.homography import estimate_homography
+from superglue_ros.geometry.pose import estimate_relative_pose, pose_error_deg
 from superglue_ros.inference.matcher import Matcher
 from superglue_ros.ros.messages import Stamp
 from test_bagio import PERIOD_NS, START_NS, graffiti_frames, write_image_bag
@@ -59,8 +62,13 @@ def sqlite_run(tmp_path_factory: pytest.TempPathFactory, frames: list[np.ndarray
 
 def fast_matcher(weight_files: dict[str, Path]) -> Matcher:
     return Matcher(superpoint_weights=weight_files["superpoint"], superglue_weights=weight_files["superglue"],
-                   resize=160, superpoint={"max_keypoints": 128},
+                   resize=160, extractor={"max_keypoints": 128},
                    superglue={"sinkhorn_iterations": 20, "match_threshold": 0.0})
+
+
+def document_of(outcome: Outcome) -> dict:
+    """The run's metrics.json document as written (in memory, with NaN where the file has null)."""
+    return outcome.document.to_json()
 
 
 def read_output_bag(path: Path) -> dict[str, list[tuple[int, object]]]:
@@ -78,13 +86,14 @@ def test_sequential_run_writes_consistent_outputs(sqlite_run: tuple[Path, Path],
     _, out = sqlite_run
     assert sorted(p.name for p in out.iterdir()) == ["matches_bag", "metrics.json", "report.html"]
     document = json.loads((out / "metrics.json").read_text())
-    assert document["schema_version"] == 2 and document["partial"] is False
+    assert document["schema_version"] == 3 and document["partial"] is False
     records = document["pairs"]
     assert [(r["frame0"], r["frame1"]) for r in records] == [(0, 1), (1, 2), (2, 3)]
     summary = document["summary"]
     assert summary["pairs"] == 3
     assert summary["matches"]["median"] == np.median([r["matches"] for r in records])
-    assert set(summary["timing_ms"]) == {"decode", "preprocess", "features", "superglue", "geometry", "total"}
+    assert set(summary["timing_ms"]) == {"decode", "preprocess", "extract", "match", "geometry", "total"}
+    assert summary["skipped_frames"] == {"total": 0, "by_reason": {}, "examples": []}
     assert sum(summary["matching_score_histogram"]["counts"]) == sum(r["matches"] for r in records)
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
@@ -103,17 +112,17 @@ def test_sequential_run_writes_consistent_outputs(sqlite_run: tuple[Path, Path],
         assert match.mode == 1 and (match.height, match.width) == (240, 320)
         assert len(match.matches) == 2 * record["matches"] and len(match.keypoints) == 2 * record["keypoints1"]
         assert homography.num_inliers == record["inliers"] and homography.valid == record["homography_valid"]
-    assert not list(out.glob(".eval-staging-*"))
+    assert not list(out.glob(".superglue-ros-staging-*"))
 
 
 def test_compressed_mcap_with_stride_and_max_pairs(tmp_path: Path, frames: list[np.ndarray],
                                                    weight_files: dict[str, Path]) -> None:
     bag_path = write_image_bag(tmp_path / "bag", {"/cam/compressed": frames}, "mcap", compressed=True)
-    config = EvalConfig(bag=str(bag_path), topic="/cam/compressed", stride=2, max_pairs=1, storage="mcap")
+    config = EvalConfig(source=str(bag_path), topic="/cam/compressed", stride=2, max_pairs=1, storage="mcap")
     with open_bag(bag_path) as bag:
         outcome = evaluate(bag, config, fast_matcher(weight_files), tmp_path / "out", progress=False)
-    assert [(r["frame0"], r["frame1"]) for r in outcome.metrics["pairs"]] == [(0, 2)]
-    assert outcome.metrics["input"]["expected_pairs"] == 1
+    assert [(r["frame0"], r["frame1"]) for r in document_of(outcome)["pairs"]] == [(0, 2)]
+    assert document_of(outcome)["input"]["expected_pairs"] == 1
     assert (tmp_path / "out" / "matches_bag" / "matches_bag.mcap").is_file()
 
 
@@ -128,12 +137,12 @@ def test_stereo_pairs_by_nearest_stamp(tmp_path: Path, frames: list[np.ndarray],
     stamps = {"/left": [START_NS, START_NS + PERIOD_NS],
               "/right": [START_NS - 40 * 10**6, START_NS + 3 * 10**6, START_NS + PERIOD_NS + 5 * 10**6]}
     bag_path = write_image_bag(tmp_path / "bag", {"/left": frames[:2], "/right": frames[1:4]}, stamps=stamps)
-    config = EvalConfig(bag=str(bag_path), topic="/left", topic1="/right", mode="stereo", sync_tolerance=0.01)
+    config = EvalConfig(source=str(bag_path), topic="/left", topic1="/right", mode="stereo", slop=0.01)
     with open_bag(bag_path) as bag:
         outcome = evaluate(bag, config, fast_matcher(weight_files), tmp_path / "out", progress=False)
-    assert [(r["frame0"], r["frame1"]) for r in outcome.metrics["pairs"]] == [(0, 1), (1, 2)]
-    assert outcome.metrics["summary"]["unpaired_frames"] == {"/left": 0, "/right": 1}  # 40 ms off its partner
-    assert "without a stereo partner: /left 0, /right 1" in summary_line(outcome.metrics)
+    assert [(r["frame0"], r["frame1"]) for r in document_of(outcome)["pairs"]] == [(0, 1), (1, 2)]
+    assert document_of(outcome)["summary"]["unpaired_frames"] == {"/left": 0, "/right": 1}  # 40 ms off its partner
+    assert "without a stereo partner: /left 0, /right 1" in summary_line(outcome.document)
     assert "without a stereo partner: <code>/left</code> 0, <code>/right</code> 1" in (
         tmp_path / "out" / "report.html").read_text()
     messages = read_output_bag(tmp_path / "out" / "matches_bag")["/superglue/matches"]
@@ -168,12 +177,12 @@ def test_synthetic_homography_scores_both_methods_on_the_same_keypoints(
     assert (sum(by_confidence["correct"]), sum(by_confidence["scored"])) == metrics.match_counts(candidates, gt0)[:2]
 
     bag_path = write_image_bag(tmp_path / "bag", {TOPIC: frames[:2]})
-    config = EvalConfig(bag=str(bag_path), topic=TOPIC, synthetic=True, strength=0.5)
+    config = EvalConfig(source=str(bag_path), topic=TOPIC, synthetic=True, strength=0.5)
     with open_bag(bag_path) as bag:
         outcome = evaluate(bag, config, matcher, tmp_path / "out", progress=False)
-    records = outcome.metrics["pairs"]
+    records = document_of(outcome)["pairs"]
     assert len(records) == 2 and all(r["keypoints0"] == r["synthetic"]["keypoints"]["keypoints0"] for r in records)
-    synthetic = outcome.metrics["summary"]["synthetic_homography"]
+    synthetic = document_of(outcome)["summary"]["synthetic_homography"]
     errors = [r["synthetic"]["mnn"]["corner_error"] for r in records]
     assert synthetic["mnn"]["auc"] == {f"{t:g}px": pytest.approx(v, nan_ok=True) for t, v in
                                        metrics.error_auc(errors, metrics.HOMOGRAPHY_AUC_THRESHOLDS).items()}
@@ -223,7 +232,8 @@ def test_image_folder_synthetic_benchmark_with_several_warps(
     truths = [r["synthetic"]["keypoints"] for r in pairs]
     assert truths[0] != truths[1]  # two different warps of the same image
     with open_bag(folder) as source:  # warped at the matcher's working size: thresholds in its pixels
-        pair = next(frame_pairs(source, EvalConfig(bag=str(folder), topic="images", synthetic=True), 160))
+        pair = next(frame_pairs(source, EvalConfig(source=str(folder), topic="images", synthetic=True), FrameTally(),
+                                None, 160))
     assert pair.frame0.image.shape == pair.frame1.image.shape == (120, 160)
     code = main(["eval", str(folder), "--warps", "2", "--out", str(out)] + weights_args + FAST)
     assert code == 2 and "--warps" in capsys.readouterr().err
@@ -239,13 +249,14 @@ def test_interrupt_leaves_partial_report(tmp_path: Path, frames: list[np.ndarray
     def interrupt(record: dict) -> None:
         raise KeyboardInterrupt
 
-    with open_bag(bag_path) as bag, pytest.raises(KeyboardInterrupt):
-        evaluate(bag, EvalConfig(bag=str(bag_path), topic=TOPIC), fast_matcher(weight_files), tmp_path / "out",
-                 on_pair=interrupt, progress=False)
+    with open_bag(bag_path) as bag:
+        outcome = evaluate(bag, EvalConfig(source=str(bag_path), topic=TOPIC), fast_matcher(weight_files),
+                           tmp_path / "out", on_pair=interrupt, progress=False)
+    assert isinstance(outcome.interrupted, KeyboardInterrupt)
     document = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert document["partial"] is True and document["summary"]["pairs"] == 1
     assert document["input"]["expected_pairs"] == 3
-    assert "PARTIAL: interrupted after 1 of 3 pairs" in (tmp_path / "out" / "report.html").read_text()
+    assert "PARTIAL (interrupted): 1 of 3 pairs" in (tmp_path / "out" / "report.html").read_text()
     assert len(read_output_bag(tmp_path / "out" / "matches_bag")["/superglue/matches"]) == 1
 
 
@@ -253,14 +264,16 @@ def test_relative_pose_from_essential_matrix() -> None:
     rng = np.random.default_rng(0)
     k = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
     points = rng.uniform([-2, -2, 4], [2, 2, 8], size=(200, 3))
-    r_true = metrics.quaternion_to_rotation(0.02, -0.05, 0.03, 1.0)
+    from superglue_ros.geometry.pose import quaternion_to_rotation
+
+    r_true = quaternion_to_rotation(0.02, -0.05, 0.03, 1.0)
     t_true = np.array([0.5, 0.1, 0.05])
     in1 = points @ r_true.T + t_true
     pixels0 = (points @ k.T)[:, :2] / points[:, 2:]
     pixels1 = (in1 @ k.T)[:, :2] / in1[:, 2:]
     pixels1[:30] = rng.uniform([0, 0], [640, 480], size=(30, 2))  # outliers
-    r_est, t_est = estimate_relative_pose(pixels0, pixels1, k, k)
-    assert metrics.pose_error_deg(r_est, t_est, r_true, t_true) < 1.0
+    r_est, t_est, _ = estimate_relative_pose(pixels0, pixels1, k, k)
+    assert pose_error_deg(r_est, t_est, r_true, t_true) < 1.0
     assert estimate_relative_pose(pixels0[:4], pixels1[:4], k, k) is None
 
 
@@ -334,11 +347,11 @@ def test_eval_compare_reads_schema_1_runs_that_named_the_front_end_superpoint(
     document = json.loads((out / "metrics.json").read_text())
     timing = document["summary"]["timing_ms"]
     old = {**document, "schema_version": 1,
-           "summary": {**document["summary"], "timing_ms": {("superpoint" if k == "features" else k): v
-                                                            for k, v in timing.items()}}}
+           "summary": {**document["summary"], "timing_ms": {
+               {"extract": "superpoint", "match": "superglue"}.get(k, k): v for k, v in timing.items()}}}
     (tmp_path / "metrics.json").write_text(json.dumps(old))
     code, text, _ = run_cli(capsys, "eval-compare", str(tmp_path), str(out))
-    row = next(line for line in text.splitlines() if line.startswith("features ms median"))
+    row = next(line for line in text.splitlines() if line.startswith("extract ms median"))
     run_a, run_b = row.split()[3:5]
     assert code == 0 and run_a == run_b != "-"
 
@@ -414,12 +427,13 @@ def write_posed_bag(path: Path, frames: list[np.ndarray], pose_kind: str) -> Pat
 def test_ground_truth_poses_give_pose_metrics(tmp_path: Path, frames: list[np.ndarray],
                                               weight_files: dict[str, Path], pose_kind: str) -> None:
     bag_path = write_posed_bag(tmp_path / "bag", frames[:3], pose_kind)
-    config = EvalConfig(bag=str(bag_path), topic=TOPIC, gt_topic="/gt")
+    config = EvalConfig(source=str(bag_path), topic=TOPIC, gt_topic="/gt")
     with open_bag(bag_path) as bag:
         outcome = evaluate(bag, config, fast_matcher(weight_files), tmp_path / "out", progress=False)
-    pose = outcome.metrics["summary"]["pose"]
+    pose = document_of(outcome)["summary"]["pose"]
     assert pose["scored_pairs"] == 2 and set(pose["auc"]) == {"5deg", "10deg", "20deg"}
-    errors = [r["pose"]["error"] for r in outcome.metrics["pairs"]]
+    assert set(pose["baselines"]) == {"mnn", "mnn_ratio"} and 0 <= pose["precision"] <= 1
+    errors = [r["pose"]["superglue"]["error"] for r in document_of(outcome)["pairs"]]
     assert pose["auc"] == pytest.approx(
         {f"{t:g}deg": v for t, v in metrics.error_auc(errors, metrics.POSE_AUC_THRESHOLDS).items()})
     assert "Relative pose" in (tmp_path / "out" / "report.html").read_text()

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from superglue_ros.geometry.homography import METHODS, degeneracy, estimate_homography, project, weighted_dlt
+from superglue_ros.geometry.homography import degeneracy, estimate_homography, project, weighted_dlt
 
 H_TRUE = np.array([[0.9, 0.08, 30.0], [-0.05, 1.1, -12.0], [1e-4, -5e-5, 1.0]])
 

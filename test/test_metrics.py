@@ -124,33 +124,6 @@ def test_synthetic_warp_with_outliers_recovers_homography() -> None:
     assert correct == positives
 
 
-def test_rotation_translation_and_pose_errors() -> None:
-    angle = np.radians(10.0)
-    rz = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-    assert metrics.rotation_error_deg(rz, np.eye(3)) == pytest.approx(10.0)
-    assert metrics.translation_error_deg([1, 0, 0], [-2, 0, 0]) == pytest.approx(0.0)  # sign-agnostic
-    assert metrics.translation_error_deg([1, 0, 0], [0, 3, 0]) == pytest.approx(90.0)
-    assert math.isnan(metrics.translation_error_deg([0, 0, 0], [1, 0, 0]))
-    assert metrics.pose_error_deg(rz, np.array([1.0, 1, 0]), np.eye(3), np.array([1.0, 0, 0])) == pytest.approx(45.0)
-    assert metrics.pose_error_deg(None, None, np.eye(3), np.ones(3)) == math.inf
-
-
-def test_relative_pose_and_quaternions() -> None:
-    quarter_turn = metrics.quaternion_to_rotation(0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4))
-    np.testing.assert_allclose(quarter_turn, [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)
-    np.testing.assert_allclose(metrics.quaternion_to_rotation(0, 0, 0, 2.0), np.eye(3))
-    # Camera 1 one metre along world x from camera 0, same orientation: a point at x=1 in camera 0 is at 0.
-    r, t = metrics.relative_pose(np.eye(3), np.zeros(3), np.eye(3), np.array([1.0, 0, 0]))
-    np.testing.assert_allclose(r @ np.array([1.0, 2, 3]) + t, [0, 2, 3])
-    # Rotated world poses: same point in world, transformed through both cameras.
-    r0, t0 = quarter_turn, np.array([0.5, -1, 2])
-    r1, t1 = metrics.quaternion_to_rotation(0.1, 0.2, 0.3, 0.9), np.array([1.0, 0, 1])
-    world = np.array([3.0, 1, 4])
-    in0, in1 = r0.T @ (world - t0), r1.T @ (world - t1)
-    r, t = metrics.relative_pose(r0, t0, r1, t1)
-    np.testing.assert_allclose(r @ in0 + t, in1)
-
-
 def test_summary_and_histogram() -> None:
     stats = metrics.summary([4.0, 1.0, math.inf, 3.0, 2.0, math.nan])
     assert stats == {"count": 4, "nonfinite": 2, "mean": 2.5, "median": 2.5, "p95": pytest.approx(3.85),

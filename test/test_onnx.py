@@ -19,8 +19,8 @@ from conftest import GOLDEN, require, rule_weights
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from superglue_ros.inference.backends.onnx import (OnnxSuperGlue, OnnxSuperPoint, export_models,  # noqa: E402
-                                       exports_current, read_metadata)
+from superglue_ros.inference.backends.onnx_export import export_models, read_metadata  # noqa: E402
+from superglue_ros.inference.backends.onnx_runners import OnnxSuperGlue, OnnxSuperPoint, exports_current  # noqa: E402
 
 SUPERPOINT_CONFIG = {"max_keypoints": 128}
 # Few Sinkhorn iterations keep the export quick; threshold 0 keeps every mutual match, so that
@@ -183,7 +183,7 @@ def test_exports_are_recognised_as_current_or_stale(models, exported, weight_fil
 
 def test_matcher_onnxruntime_backend_matches_like_torch(weight_files, exported, pair):
     kwargs = {"superpoint_weights": weight_files["superpoint"], "superglue_weights": weight_files["superglue"],
-              "superpoint": SUPERPOINT_CONFIG, "superglue": SUPERGLUE_CONFIG}
+              "extractor": SUPERPOINT_CONFIG, "superglue": SUPERGLUE_CONFIG}
     stamps = [p.stat().st_mtime_ns for p in exported]
     onnx = Matcher(backend="onnxruntime", onnx_dir=exported[0].parent, **kwargs)
     assert [p.stat().st_mtime_ns for p in exported] == stamps  # reused, not exported again

@@ -99,7 +99,7 @@ def test_clear_diagonal_is_matched_and_threshold_withholds_weak_matches():
 def test_scaling_iterations_equal_log_domain_iterations(scores, bin_score, iterations, dtype):
     """The fast matrix-vector Sinkhorn runs the same iterations as the textbook log-domain one."""
     from superglue_ros.models.optimal_transport import (augment_with_dustbins, log_domain_sinkhorn, log_marginals,
-                                                 scaling_sinkhorn)
+                                                        scaling_sinkhorn)
 
     n, m = scores.shape
     couplings = augment_with_dustbins(scores[None], torch.tensor(bin_score))
@@ -129,7 +129,8 @@ def test_tolerance_stops_early_but_stays_close():
 @pytest.mark.parametrize("iterations", [0, 1, 2, 3, 7])
 def test_fast_sinkhorn_runs_exactly_the_requested_iterations(iterations):
     """Fewer iterations than the float32 finish must not silently become more."""
-    from superglue_ros.models.optimal_transport import augment_with_dustbins, log_domain_sinkhorn, log_marginals, sinkhorn
+    from superglue_ros.models.optimal_transport import (augment_with_dustbins, log_domain_sinkhorn, log_marginals,
+                                                        sinkhorn)
 
     torch.manual_seed(0)
     couplings = augment_with_dustbins(torch.randn(1, 5, 4), torch.tensor(1.0))

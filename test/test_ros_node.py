@@ -24,8 +24,18 @@ import pytest
 from conftest import GOLDEN, REPO, require
 from superglue_ros.geometry.homography import estimate_homography
 
-INSTALL = REPO / ".ros" / "install" / "superglue_ros"
-SITE_PACKAGES = INSTALL / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+PYTHON_DIR = Path("lib") / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+
+def find_install() -> Path:
+    """The colcon install of this package: .ci/ros_build.sh's, or the workspace's that `colcon test` runs in."""
+    candidates = [REPO / ".ros" / "install" / "superglue_ros"]
+    candidates += [Path(prefix) for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if prefix]
+    return next((c for c in candidates if (c / PYTHON_DIR / "superglue_ros" / "msg").is_dir()), candidates[0])
+
+
+INSTALL = find_install()
+SITE_PACKAGES = INSTALL / PYTHON_DIR
 SYNTHETIC = GOLDEN / "synthetic"
 NAMESPACE = "/superglue"
 NODE = f"{NAMESPACE}/superglue_matcher"
@@ -58,11 +68,15 @@ class NodeProcess:
     """The matcher node as a child process, stopped with SIGINT like Ctrl-C."""
 
     def __init__(self, env: dict[str, str], workdir: Path, params: dict[str, Any], via_cli: bool = False) -> None:
-        entry = ["-m", "superglue_ros", "node", "--params-file", str(REPO / "config" / "matcher.yaml")] if via_cli \
-            else [str(REPO / "scripts" / "matcher_node")]
-        args = [sys.executable, *entry, "--ros-args", "-r", f"__ns:={NAMESPACE}"]
+        # The installed entry point runs as a robot's launch file runs it: with the interpreter CMake wrote
+        # into its first line, not through `python`, so an unactivated virtual environment must do.
+        cli = [sys.executable, "-m", "superglue_ros", "node", "--params-file", str(REPO / "config" / "matcher.yaml")]
+        entry = cli if via_cli else [str(INSTALL / "lib" / "superglue_ros" / "matcher_node")]
+        args = [*entry, "--ros-args", "-r", f"__ns:={NAMESPACE}"]
         for name, value in params.items():
-            args += ["-p", f"{name}:={json.dumps(value) if isinstance(value, str) else value}"]
+            text = json.dumps(value) if isinstance(value, (str, list)) else str(value).lower() \
+                if isinstance(value, bool) else value
+            args += ["-p", f"{name}:={text}"]
         self.log = workdir / "node.log"
         self.process = subprocess.Popen(args, cwd=workdir, env=env, stdout=self.log.open("w"),
                                         stderr=subprocess.STDOUT)
@@ -238,7 +252,7 @@ def test_flood_bad_frames_and_parameter_updates(ros_env, start_node, tmp_path, s
     assert int(last["dropped_busy"]) >= 1
     assert int(last["published"]) >= 1
     accounted = (1 + int(last["published"]) + int(last["dropped_busy"]) + int(last["dropped_invalid"])
-                 + int(last["dropped_failed"]))
+                 + int(last["dropped_failed"]) + int(last["dropped_error"]))
     assert accounted == sent, last
     assert int(last["dropped_total"]) == sent - 1 - int(last["published"])
     assert "unsupported image encoding 'bayer_rggb8'" in node.output()
@@ -280,3 +294,77 @@ def test_node_refuses_to_start_without_weights(ros_env, start_node, tmp_path):
     node = start_node(via_cli=True, weights="indoor", weights_dir=str(tmp_path / "nothing-here"))
     assert node.process.wait(timeout=60) == 2
     assert "cannot start" in node.output() and "superglue-ros weights download" in node.output()
+
+
+def test_lifecycle_transitions_load_subscribe_stop_and_free(ros_env, start_node, tmp_path, scene, generated_weights):
+    """With autostart off the node waits unconfigured; configure and activate start matching, deactivate
+    stops it, cleanup frees the models, and every transition reports its state."""
+    node = start_node(autostart=False, mode="sequential", image_reliability="reliable", max_keypoints=256,
+                      **generated_weights)
+    frames = [frame(tmp_path, "f0", scene["image0_u8"], 1, delay=0.5), frame(tmp_path, "f1", scene["image1_u8"], 2)]
+    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "reliability": "reliable",
+                                         "lifecycle": ["configure", "activate"],
+                                         "lifecycle_after": ["deactivate", "cleanup"]})
+    assert out["transitions"] == [[True, "inactive"], [True, "active"], [True, "inactive"], [True, "unconfigured"]]
+    assert len(out["matches"]) == 1, node.output()
+    assert node.stop() == 0
+    assert "Traceback" not in node.output() and "Exception" not in node.output()
+
+
+def test_oversized_and_broken_frames_never_stop_the_worker(ros_env, start_node, tmp_path, scene, generated_weights):
+    """A 20000x20000 PNG (a few hundred KB) and a frame above max_image_pixels are dropped before any large
+    allocation and counted; the frames after them are matched as usual."""
+    node = start_node(mode="sequential", image_reliability="reliable", max_keypoints=256, max_image_pixels=1_000_000,
+                      diagnostics_period=0.3, **generated_weights)
+    huge = cv2.imencode(".png", np.zeros((20000, 20000), np.uint8))[1].tobytes().hex()
+    frames = [frame(tmp_path, "f0", scene["image0_u8"], 1, delay=0.5),
+              {"topic": "image", "format": "png", "data_hex": huge, "stamp_ns": 2, "delay": 0.5},
+              frame(tmp_path, "big", np.zeros((1200, 1200), np.uint8), 3, delay=0.5),
+              frame(tmp_path, "f1", scene["image1_u8"], 4, delay=0.5),
+              frame(tmp_path, "f2", scene["image0_u8"], 5)]
+    frames[1]["topic"] = "image/compressed"
+    out = run_camera(ros_env, tmp_path, {"frames": frames[:1] + frames[2:], "expect_matches": 2, "settle": 1.0,
+                                         "reliability": "reliable"})
+    assert len(out["matches"]) == 2, node.output()
+    last = out["diagnostics"][-1]
+    assert int(last["dropped_invalid"]) == 1 and "above max_image_pixels" in node.output()
+    compressed = start_node(mode="sequential", input_type="compressed", image_reliability="reliable",
+                            max_keypoints=256, diagnostics_period=0.3, **generated_weights)
+    png = [cv2.imencode(".png", scene[f"image{i}_u8"])[1].tobytes().hex() for i in (0, 1)]
+    frames = [{"topic": "image/compressed", "format": "png", "data_hex": png[0], "stamp_ns": 1, "delay": 0.5},
+              {"topic": "image/compressed", "format": "png", "data_hex": huge, "stamp_ns": 2, "delay": 1.0},
+              {"topic": "image/compressed", "format": "png", "data_hex": png[1], "stamp_ns": 3}]
+    node.stop()
+    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "settle": 1.0,
+                                         "reliability": "reliable"})
+    assert len(out["matches"]) == 1 and out["matches"][0]["header"]["stamp"]["nanosec"] == 3, compressed.output()
+    assert int(out["diagnostics"][-1]["dropped_invalid"]) == 1 and "exceeds max_image_pixels" in compressed.output()
+
+
+def test_cameras_are_matched_in_one_node(ros_env, start_node, tmp_path, scene, generated_weights):
+    """`cameras`: each camera on its own namespace, with its own references and counters."""
+    start_node(mode="sequential", cameras=["front", "rear"], image_reliability="reliable", max_keypoints=256,
+               diagnostics_period=0.3, **generated_weights)
+    frames = []
+    for stamp, (first, second) in enumerate((("image0_u8", "image1_u8"), ("image1_u8", "image0_u8"))):
+        frames += [frame(tmp_path, f"front{stamp}", scene[first], stamp + 1, topic="front/image", delay=0.3),
+                   frame(tmp_path, f"rear{stamp}", scene[second], stamp + 1, topic="rear/image", delay=0.3)]
+    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 2, "settle": 1.0,
+                                         "reliability": "reliable", "cameras": ["front", "rear"]})
+    assert [len(out["matches_by_camera"][c]) for c in ("front", "rear")] == [1, 1]
+    names = {d["_name"].rsplit(" ", 1)[-1] for d in out["diagnostics"]}
+    assert {"front", "rear"} <= names
+
+
+def test_best_effort_camera_sized_frames_arrive_and_parameters_report_what_is_used(
+        ros_env, start_node, tmp_path, scene, generated_weights):
+    """640x480 frames over best-effort QoS (what camera drivers send) are delivered by the test profile; the
+    node reports the model's own Sinkhorn iterations, which no parameter set, as what it uses."""
+    node = start_node(mode="sequential", max_keypoints=256, diagnostics_period=0.3, **generated_weights)
+    frames = [frame(tmp_path, f"f{i}", scene[f"image{i % 2}_u8"], i + 1, delay=0.3) for i in range(6)]
+    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "settle": 2.0,
+                                         "get_parameters": ["sinkhorn_iterations", "match_threshold"]})
+    assert int(out["diagnostics"][-1]["received"]) == len(frames), node.output()  # none lost in transport
+    assert len(out["matches"]) >= 1
+    assert out["parameters"] == {"sinkhorn_iterations": 100, "match_threshold": 0.2}
+    assert node.stop() == 0 and node.output().count("Traceback") == 0

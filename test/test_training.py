@@ -16,9 +16,9 @@ from superglue_ros.inference.model_files import BUNDLED, load_open_model, save_o
 from superglue_ros.models.sift import SIFT
 from superglue_ros.models.superglue import SuperGlue
 from superglue_ros.data.homographies import sample_homography
-from superglue_ros.train.loop import (
-    TrainConfig, checkpoint_path, collate, features_config, initialise_from, make_pair, nll_loss, resumed_config,
-    sample_pair, step_keypoints, superglue_config, train, training_batch, training_step)
+from superglue_ros.train.batches import collate, make_pair, sample_pair, step_keypoints, training_batch
+from superglue_ros.train.config import TrainConfig, extractor_config, superglue_config
+from superglue_ros.train.loop import checkpoint_path, initialise_from, nll_loss, resumed_config, train, training_step
 
 
 def textured(seed: int, height: int = 240, width: int = 320) -> np.ndarray:
@@ -106,7 +106,8 @@ def test_max_strength_draws_stronger_training_warps() -> None:
 
     assert mean_corner_motion(2.0) > 1.3 * mean_corner_motion(1.0)
     config = TrainConfig(images="unused", max_strength=1.5)
-    assert resumed_config(TrainConfig(images="unused"), {"train_config": dataclasses.asdict(config)}).max_strength == 1.5
+    assert resumed_config(TrainConfig(images="unused"),
+                          {"train_config": dataclasses.asdict(config)}).max_strength == 1.5
 
 
 def test_plain_images_are_redrawn_and_a_blank_folder_is_an_error() -> None:
@@ -270,7 +271,7 @@ def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["train", "--images", str(image_dir), "--keypoint-imbalance", "0.5"]) == 2
     assert main(["train", "--images", str(image_dir), "--keypoint-imbalance", "2"]) == 2
     assert main(["train", "--images", str(image_dir), "--features", "superpoint", "--scale-orientation"]) == 2
-    assert features_config("sift", 10) == {"name": "sift", "max_keypoints": 10}
+    assert extractor_config("sift", 10) == {"name": "sift", "max_keypoints": 10}
     assert main(["train", "--images", str(image_dir), "--features", "superpoint", "--contrast-threshold", "0.01"]) == 2
     assert main(["train", "--images", str(image_dir), "--contrast-threshold", "0"]) == 2
     assert main(["train", "--images", str(image_dir), "--max-strength", "0.5"]) == 2
@@ -293,4 +294,4 @@ def test_the_contrast_threshold_trained_with_is_the_one_matching_and_fine_tuning
                  "--layers", "1", "--out", str(tuned), "--val-every", "1", "--threads", "1", "--init", str(out)]) == 0
     assert load_open_model(tuned)[0].config["contrast_threshold"] == 0.01
     with pytest.raises(ValueError, match="SIFT only"):
-        features_config("superpoint", 10, 0.01)
+        extractor_config("superpoint", 10, 0.01)

@@ -12,7 +12,7 @@ import torch
 from superglue_ros import SuperGlue, SuperPoint
 from superglue_ros.cli.main import main
 from superglue_ros.inference.weights import (OfficialFile, WeightsError, download, find_official, git_blob_sha1,
-                                   load_into, search_dirs)
+                                             load_into, search_dirs)
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, several read chunks
 

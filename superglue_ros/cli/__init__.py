@@ -1,4 +1,4 @@
-"""One module per `superglue-ros` subcommand; see superglue_ros.cli."""
+"""The `superglue-ros` command: one module per subcommand, entry point in :mod:`.main`."""
 
 
 class CommandError(Exception):

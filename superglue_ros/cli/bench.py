@@ -5,8 +5,7 @@ import argparse
 import json
 
 from . import CommandError
-from .match import write_atomic
-from .options import add_matcher_options, build_matcher
+from .options import add_matcher_options, build_matcher, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,9 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mode", choices=("pair", "stream"), default="pair",
                         help="pair: two fresh frames per pair; stream: each new frame against the "
                              "previous, cached one (default: %(default)s)")
-    parser.add_argument("--pairs", type=int, default=10, help="timed pairs (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed pairs first (default: %(default)s)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--pairs", type=positive_int("--pairs"), default=10, help="timed pairs (default: %(default)s)")
+    parser.add_argument("--warmup", type=positive_int("--warmup", 0), default=2,
+                        help="untimed pairs first (default: %(default)s)")
+    parser.add_argument("--threads", type=positive_int("--threads"), help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--agreement", action="store_true",
                         help="also run exact fp32 on the same pairs and report the share of identical matches")
     parser.add_argument("--json", metavar="OUT.json", help="write the measurements as JSON")
@@ -34,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..bench.speed import benchmark, format_report, load_frames, machine_description
+    from ..io import ImageReadError, check_writable, write_bytes
 
-    if args.pairs < 1 or args.warmup < 0:
-        raise CommandError("--pairs must be >= 1 and --warmup >= 0")
+    if args.json:
+        check_writable(args.json)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     matcher = build_matcher(args, profile=True)
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     per_pair = 1 if args.mode == "stream" else 2
     try:
         frames = load_frames(args.images, (args.pairs + args.warmup) * per_pair + 1, size)
-    except FileNotFoundError as error:
+    except ImageReadError as error:
         raise CommandError(str(error)) from None
     exact = build_matcher(args, precision="fp32") if args.agreement else None
     config = {"device": machine_description(matcher.device), "precision": args.precision, "mode": args.mode,
@@ -58,6 +59,6 @@ def run(args: argparse.Namespace) -> int:
     report = result.as_dict()
     print(format_report(report))
     if args.json:
-        write_atomic(args.json, json.dumps(report, indent=1).encode())
+        write_bytes(args.json, json.dumps(report, indent=1).encode())
         print(f"wrote {args.json}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from . import CommandError
-from .options import add_matcher_options, matcher_kwargs
+from .options import add_matcher_options, matcher_kwargs, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "metadata) to ONNX. Of the model options only the weights, --sinkhorn-iterations and "
                     "--match-threshold (recorded as the default) affect the files.")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the two .onnx files into")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset version, 14 to 20 (default: %(default)s)")
+    parser.add_argument("--opset", type=positive_int("--opset", 14, 20), default=17,
+                        help="ONNX opset version, 14 to 20 (default: %(default)s)")
     parser.add_argument("--sinkhorn", choices=("scaling", "log-domain"), default="scaling",
                         help="scaling: float64 scaling iterations, fast on onnxruntime; log-domain: the reference's "
                              "float32 iterations, for runtimes without float64 such as TensorRT "
@@ -25,15 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.matcher import load_models
-    from ..inference.backends.onnx import export_models
-    from ..models.superpoint import SuperPoint
+    from ..inference.backends.onnx_export import export_models
+    from ..inference.loading import load_models
     from ..inference.weights import WeightsError
+    from ..models.superpoint import SuperPoint
 
     kwargs = matcher_kwargs(args)
     try:
-        models = load_models(args.weights, args.weights_dir, args.superpoint_weights, args.superglue_weights,
-                             kwargs["superpoint"], kwargs["superglue"])
+        models = load_models(args.weights, kwargs["weights_dir"], kwargs["superpoint_weights"],
+                             kwargs["superglue_weights"], kwargs["extractor"], kwargs["superglue"])
         if not isinstance(models.extractor, SuperPoint):
             raise CommandError(f"export-onnx exports SuperPoint + SuperGlue; {models.name} has no SuperPoint "
                                "(the official weights are needed)")
@@ -42,8 +43,6 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     except ModuleNotFoundError as error:
         raise CommandError(f"{error.name} is needed for ONNX export: pip install 'superglue_ros[onnx]'") from None
-    except OSError as error:
-        raise CommandError(f"cannot write to {args.out}: {error}") from None
     for path in paths:
         print(f"wrote {path}")
     return 0

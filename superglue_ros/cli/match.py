@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import CommandError
 from .options import add_matcher_options, build_matcher
 
+VIZ_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("match", help="match two image files",
-                                   description="Match two images with SuperPoint + SuperGlue.")
+                                   description="Match two images with the keypoint extractor and SuperGlue.")
     parser.add_argument("image0", help="reference image file")
     parser.add_argument("image1", help="current image file")
     add_matcher_options(parser)
@@ -24,51 +25,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def read_image(path: str) -> np.ndarray:
-    """Image file as stored (8/16-bit, mono/colour); one-line error when it cannot be decoded."""
-    import cv2
-
-    if not Path(path).is_file():
-        raise CommandError(f"cannot read image {path}: no such file")
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise CommandError(f"cannot read image {path}: not a decodable image")
-    return image
-
-
 def run(args: argparse.Namespace) -> int:
-    image0, image1 = read_image(args.image0), read_image(args.image1)
+    from ..io import check_writable, read_image
+
+    if args.viz and Path(args.viz).suffix.lower() not in VIZ_SUFFIXES:
+        raise CommandError(f"--viz {args.viz}: use a picture file name ({', '.join(VIZ_SUFFIXES)})")
+    for target in filter(None, (args.viz, args.json)):
+        check_writable(target)
+    images = [read_image(path, args.max_image_pixels) for path in (args.image0, args.image1)]
     matcher = build_matcher(args)
     try:
-        pair = matcher.match(image0, image1)
-    except ValueError as error:  # e.g. unsupported dtype or channel count
+        pair = matcher.match(*images)
+    except ValueError as error:  # e.g. an unsupported channel count
         raise CommandError(str(error)) from None
     points0, points1, confidences = pair.matched_points()
     timings = ", ".join(f"{stage} {seconds:.3f} s" for stage, seconds in pair.timings.items())
     print(f"image0: {len(pair.features0)} keypoints, image1: {len(pair.features1)} keypoints, "
           f"{len(confidences)} matches ({timings})")
     if args.viz:
-        write_viz(args.viz, image0, image1, points0, points1, confidences, matcher.model_name)
+        write_viz(args.viz, images, points0, points1, confidences, matcher.model_name)
         print(f"wrote {args.viz}")
     if args.json:
-        write_atomic(args.json, json.dumps(result_json(pair, matcher), indent=1).encode())
+        from ..io import write_bytes
+
+        write_bytes(args.json, json.dumps(result_json(pair, matcher), indent=1).encode())
         print(f"wrote {args.json}")
     return 0
 
 
-def write_viz(path: str, image0, image1, points0, points1, confidences, label: str) -> None:
+def write_viz(path: str, images: list[np.ndarray], points0: np.ndarray, points1: np.ndarray,
+              confidences: np.ndarray, label: str) -> None:
     import cv2
 
+    from ..io import write_bytes
     from ..viz import draw_matches
 
-    canvas = draw_matches(image0, image1, points0, points1, confidences, f"{label}: {len(confidences)} matches")
-    ok, encoded = cv2.imencode(Path(path).suffix or ".png", canvas)
+    canvas = draw_matches(images[0], images[1], points0, points1, confidences, f"{label}: {len(confidences)} matches")
+    ok, encoded = cv2.imencode(Path(path).suffix.lower(), canvas)
     if not ok:
         raise CommandError(f"cannot encode {path}: use a .png or .jpg file name")
-    write_atomic(path, encoded.tobytes())
+    write_bytes(path, encoded.tobytes())
 
 
-def result_json(pair, matcher) -> dict:
+def result_json(pair: Any, matcher: Any) -> dict[str, Any]:
     return {
         "model": matcher.model_name,
         "weights": matcher.weights_id,
@@ -80,16 +79,3 @@ def result_json(pair, matcher) -> dict:
         "confidences": pair.result.confidences().cpu().tolist(),
         "timings_s": pair.timings,
     }
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write to a temporary name beside the target, then rename: no half-written outputs."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)

@@ -9,9 +9,9 @@ from . import CommandError
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("weights", help="find or download the official weights",
                                    description="Find or download the official SuperPoint/SuperGlue weights "
-                                               "(Magic Leap, non-commercial licence).")
+                                               "(Magic Leap, non-commercial licence); list the bundled open models.")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="show where each weight file is found")
+    listing = actions.add_parser("list", help="show where each weight file is found, and the bundled models")
     listing.add_argument("--dir", help="folder to look in first")
     fetch = actions.add_parser("download", help="download and verify the three official files")
     fetch.add_argument("--dir", help="target folder (default: $SUPERGLUE_ROS_WEIGHTS_DIR or ~/.cache/superglue_ros)")
@@ -23,12 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import weights
 
     if args.action == "list":
-        for name, spec in weights.OFFICIAL.items():
-            try:
-                print(f"{name:10s} {weights.find_official(name, args.dir)}")
-            except weights.WeightsError:
-                print(f"{name:10s} missing ({spec.filename}; looked in "
-                      f"{', '.join(map(str, weights.search_dirs(args.dir)))})")
+        print(listing(args.dir))
         return 0
     print(f"Downloading the official weights; {weights.LICENCE_NOTE}.")
     try:
@@ -39,6 +34,31 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         print(f"ok {path}")
     return 0
+
+
+def listing(folder: str | None) -> str:
+    """Each official file (found and verified, damaged, or missing and where it was looked for), then the
+    bundled open models, and which model ``--weights auto`` uses."""
+    from ..inference import weights
+    from ..inference.loading import official_available
+    from ..inference.model_files import BUNDLED
+
+    lines = []
+    for name, spec in weights.OFFICIAL.items():
+        try:
+            path = weights.find_official(name, folder)
+        except weights.WeightsError:
+            lines.append(f"{name:15s} missing ({spec.filename}; looked in "
+                         f"{', '.join(map(str, weights.search_dirs(folder)))})")
+            continue
+        state = "verified" if weights.verified(name, path) else \
+            "DAMAGED: checksum differs (truncated or modified); run `superglue-ros weights download`"
+        lines.append(f"{name:15s} {path} ({state})")
+    for name, path in BUNDLED.items():
+        lines.append(f"{name:15s} {path} (bundled open model{', present' if path.is_file() else ', MISSING'})")
+    auto = "indoor (official)" if official_available(folder) else "sift_open (bundled; official weights not found)"
+    lines.append(f"--weights auto uses: {auto}")
+    return "\n".join(lines)
 
 
 def _progress_bar():

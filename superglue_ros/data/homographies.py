@@ -15,6 +15,7 @@ MAX_ROTATION_DEG = 25.0
 SCALE_RANGE = (0.75, 1.25)
 PERSPECTIVE = 0.12  # corner displacement, as a fraction of the shorter side
 TRANSLATION = 0.08  # of each side
+MAX_STRENGTH = 2.0  # beyond it, corner jitter (12% of the shorter side per unit) can fold the warped view
 
 
 def sample_homography(rng: np.random.Generator, height: int, width: int, strength: float = 1.0) -> np.ndarray:

@@ -11,18 +11,18 @@ encoding) is raised as :class:`BagError` with a one-line message.
 from __future__ import annotations
 
 import sqlite3
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ..ros.image_codec import COMPRESSED_IMAGE, RAW_IMAGE, ImageDecodeError, decode_image
 from ..ros.messages import Stamp, msg_definitions
-from ..inference.preprocess import IMAGE_SUFFIXES, image_files
+from ..io import IMAGE_SUFFIXES, ImageReadError, image_files, read_image
 
 IMAGE_TYPES = (RAW_IMAGE, COMPRESSED_IMAGE)
 STORAGES = ("sqlite3", "mcap")
@@ -30,6 +30,15 @@ STORAGES = ("sqlite3", "mcap")
 
 class BagError(Exception):
     """A bag that cannot be used as asked; the message is one line for the user."""
+
+
+class FrameError(BagError):
+    """One message that cannot be decoded into an image; the run may skip it. ``reason`` names the
+    kind of problem, to count skipped frames by."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,15 @@ def _reader_errors() -> tuple[type[BaseException], ...]:
     from rosbags.rosbag1 import ReaderError as Reader1Error
     from rosbags.rosbag2 import ReaderError as Reader2Error
 
-    return AnyReaderError, Reader1Error, Reader2Error, sqlite3.Error, OSError, ValueError, KeyError, EOFError
+    errors: tuple[type[BaseException], ...] = (AnyReaderError, Reader1Error, Reader2Error, sqlite3.Error, OSError,
+                                               ValueError, KeyError, EOFError, IndexError, struct.error)
+    try:  # rosbags 0.11 reads sqlite3 storage through apsw
+        import apsw
+
+        errors += (apsw.Error,)
+    except ImportError:
+        pass
+    return errors
 
 
 class Bag:
@@ -102,17 +119,18 @@ class Bag:
         except _reader_errors() as error:
             raise BagError(f"cannot read {self.path}: {_one_line(error)}") from None
 
-    def decode(self, raw: RawFrame) -> ImageFrame:
-        """Deserialise one image message and turn it into a numpy image."""
+    def decode(self, raw: RawFrame, max_pixels: int | None = None) -> ImageFrame:
+        """Deserialise one image message and turn it into a numpy image (FrameError when it cannot be)."""
         try:
             message = self.reader.deserialize(raw.data, raw.msgtype)
         except _reader_errors() as error:
-            raise BagError(f"cannot decode message {raw.index} on {raw.topic}: {_one_line(error)}") from None
+            raise FrameError(f"cannot deserialise message {raw.index} on {raw.topic}: {_one_line(error)}",
+                             "not deserialisable") from None
         stamp = Stamp.from_header(message.header)
         try:
-            image = decode_image(message, raw.msgtype, raw.topic)
+            image = decode_image(message, raw.msgtype, raw.topic, max_pixels)
         except ImageDecodeError as error:
-            raise BagError(str(error)) from None
+            raise FrameError(f"message {raw.index} on {raw.topic}: {error}", error.reason) from None
         return ImageFrame(raw.index, raw.topic, raw.log_time, stamp, image)
 
     def deserialize(self, data: bytes, msgtype: str) -> Any:
@@ -197,11 +215,11 @@ class ImageFolder:
             for index, path in enumerate(self.files):
                 yield RawFrame(index, IMAGE_FOLDER_TOPIC, IMAGE_FILE, index * 1_000_000_000, str(path).encode())
 
-    def decode(self, raw: RawFrame) -> ImageFrame:
-        path = raw.data.decode()
-        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if image is None or image.size == 0:
-            raise BagError(f"cannot decode image file {path}")
+    def decode(self, raw: RawFrame, max_pixels: int | None = None) -> ImageFrame:
+        try:
+            image = read_image(raw.data.decode(), max_pixels)
+        except ImageReadError as error:
+            raise FrameError(str(error), error.reason) from None
         return ImageFrame(raw.index, raw.topic, raw.log_time, Stamp(raw.index, 0, ""), image)
 
     def deserialize(self, data: bytes, msgtype: str) -> Any:

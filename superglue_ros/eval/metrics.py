@@ -158,58 +158,6 @@ def auc_difference_interval(errors_a: Sequence[float], errors_b: Sequence[float]
     return {float(t): (float(bounds[0, i]), float(bounds[1, i])) for i, t in enumerate(thresholds)}
 
 
-def rotation_error_deg(r_estimate: np.ndarray, r_true: np.ndarray) -> float:
-    """Angle [deg] of the rotation taking the estimate to the truth."""
-    cosine = (np.trace(np.asarray(r_estimate).T @ np.asarray(r_true)) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
-
-
-def translation_error_deg(t_estimate: np.ndarray, t_true: np.ndarray) -> float:
-    """Angle [deg] between translation directions, sign-agnostic as an essential matrix fixes only the line.
-
-    A zero-length vector has no direction: the error is then NaN.
-    """
-    a = np.asarray(t_estimate, dtype=np.float64).reshape(3)
-    b = np.asarray(t_true, dtype=np.float64).reshape(3)
-    norms = np.linalg.norm(a) * np.linalg.norm(b)
-    if norms < 1e-12:
-        return math.nan
-    return float(np.degrees(np.arccos(np.clip(abs(a @ b) / norms, 0.0, 1.0))))
-
-
-def pose_error_deg(r_estimate: np.ndarray | None, t_estimate: np.ndarray | None,
-                   r_true: np.ndarray, t_true: np.ndarray) -> float:
-    """The paper's pose error: the larger of the rotation and translation-direction errors; inf on failure."""
-    if r_estimate is None or t_estimate is None:
-        return math.inf
-    t_error = translation_error_deg(t_estimate, t_true)
-    if math.isnan(t_error):
-        return math.nan
-    return max(rotation_error_deg(r_estimate, r_true), t_error)
-
-
-def relative_pose(r_world0: np.ndarray, t_world0: np.ndarray,
-                  r_world1: np.ndarray, t_world1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(R, t) taking camera-0 coordinates to camera-1 coordinates, from camera-to-world poses."""
-    r_10 = np.asarray(r_world1).T @ np.asarray(r_world0)
-    t_10 = np.asarray(r_world1).T @ (np.asarray(t_world0) - np.asarray(t_world1))
-    return r_10, t_10
-
-
-def quaternion_to_rotation(x: float, y: float, z: float, w: float) -> np.ndarray:
-    """Rotation matrix of a (not necessarily unit) quaternion in ROS (x, y, z, w) order."""
-    q = np.array([w, x, y, z], dtype=np.float64)
-    norm = np.linalg.norm(q)
-    if norm < 1e-12:
-        raise ValueError("quaternion has zero length")
-    w, x, y, z = q / norm
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
 def summary(values: Sequence[float]) -> dict[str, float | int | None]:
     """count / mean / median / p95 / min / max over the finite values (None when there are none)."""
     array = np.asarray(values, dtype=np.float64).reshape(-1)

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from . import metrics
+from .schema import METHODS, Document, PoseSummary, Stats, SyntheticSummary
 
-METHODS = ("superglue", "mnn", "mnn_ratio")  # synthetic benchmark rows; older metrics.json lack mnn_ratio
+REPORT_MARKER = "<title>superglue-ros eval</title>"  # how a later run recognises a report it may replace
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f0f0f0}.partial{background:#fdd;border:2px solid #c00;padding:.5em 1em;font-weight:bold}
@@ -76,11 +77,11 @@ def counts_plot(records: list[dict[str, Any]]) -> str:
     return _png(figure)
 
 
-def timing_plot(timing_ms: dict[str, dict[str, Any]]) -> str:
+def timing_plot(timing_ms: dict[str, Stats]) -> str:
     figure, axes = _figure()
     stages = [s for s in timing_ms if s != "total"]
-    medians = [timing_ms[s]["median"] or 0.0 for s in stages]
-    p95 = [timing_ms[s]["p95"] or 0.0 for s in stages]
+    medians = [timing_ms[s].median or 0.0 for s in stages]
+    p95 = [timing_ms[s].p95 or 0.0 for s in stages]
     positions = np.arange(len(stages))
     axes.bar(positions - 0.2, medians, 0.4, label="median")
     axes.bar(positions + 0.2, p95, 0.4, label="p95")
@@ -128,37 +129,42 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _stat_rows(summary: dict[str, Any], keys: list[str]) -> list[list[Any]]:
-    return [[key, summary[key]["median"], summary[key]["p95"], summary[key]["mean"]] for key in keys]
+def _stat_rows(rows: dict[str, Stats]) -> list[list[Any]]:
+    return [[key, stats.median, stats.p95, stats.mean] for key, stats in rows.items()]
 
 
 def render(outcome: Any) -> str:
-    """The report's HTML text from an evaluation outcome (metrics plus samples)."""
-    document = outcome.metrics
-    summary = document["summary"]
-    records = document["pairs"]
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>superglue-ros eval</title>"
+    """The report's HTML text from an evaluation outcome (the document plus match pictures)."""
+    document: Document = outcome.document
+    summary = document.summary
+    records = document.pairs
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'>{REPORT_MARKER}"
              f"<style>{STYLE}</style></head><body><h1>superglue-ros evaluation</h1>"]
-    if document["partial"]:
-        parts.append(f"<p class='partial'>PARTIAL: interrupted after {summary['pairs']} of "
-                     f"{document['input']['expected_pairs']} pairs.</p>")
+    if document.partial:
+        reason = html.escape(document.stop_reason) if document.stop_reason else "interrupted"
+        parts.append(f"<p class='partial'>PARTIAL ({reason}): {summary.pairs} of "
+                     f"{document.input['expected_pairs']} pairs.</p>")
     parts.append(_source_paragraph(document))
-    parts.append("<h2>Matches</h2>" + _table(["", "median", "p95", "mean"],
-                                             _stat_rows(summary, ["keypoints", "matches", "inliers", "inlier_ratio"])))
-    parts.append(f"<p>Valid homography in {_number(summary['homography_valid_rate'])} of pairs.</p>")
-    if "unpaired_frames" in summary:
+    parts.append("<h2>Matches</h2>" + _table(["", "median", "p95", "mean"], _stat_rows(
+        {"keypoints": summary.keypoints, "matches": summary.matches, "inliers": summary.inliers,
+         "inlier_ratio": summary.inlier_ratio})))
+    parts.append(f"<p>Valid homography in {_number(summary.homography_valid_rate)} of pairs.</p>")
+    if summary.unpaired_frames:
         parts.append("<p>Frames without a stereo partner: " + ", ".join(
-            f"<code>{html.escape(topic)}</code> {count}" for topic, count in summary["unpaired_frames"].items())
-            + ".</p>")
+            f"<code>{html.escape(topic)}</code> {count}" for topic, count in summary.unpaired_frames.items()) + ".</p>")
+    if summary.skipped_frames.total:
+        skipped = summary.skipped_frames
+        parts.append(f"<p>Skipped (not decodable or not pairable): {skipped.total}, " + ", ".join(
+            f"{html.escape(reason)} {count}" for reason, count in skipped.by_reason.items()) + ". For example: "
+            + "; ".join(f"<code>{html.escape(example)}</code>" for example in skipped.examples[:3]) + ".</p>")
     parts.append(_img(counts_plot(records), "matches over time"))
-    parts.append(_img(histogram_plot(summary["matching_score_histogram"]), "matching score histogram"))
-    if "synthetic_homography" in summary:
-        parts.append(_synthetic_section(summary["synthetic_homography"], records))
-    if "pose" in summary:
-        parts.append(_pose_section(summary["pose"], records))
-    timing = summary["timing_ms"]
-    parts.append("<h2>Timing [ms per pair]</h2>" + _table(["stage", "median", "p95", "mean"],
-                                                          _stat_rows(timing, list(timing))))
+    parts.append(_img(histogram_plot(summary.matching_score_histogram), "matching score histogram"))
+    if summary.synthetic is not None:
+        parts.append(_synthetic_section(summary.synthetic, records))
+    if summary.pose is not None:
+        parts.append(_pose_section(summary.pose, records))
+    timing = summary.timing_ms
+    parts.append("<h2>Timing [ms per pair]</h2>" + _table(["stage", "median", "p95", "mean"], _stat_rows(timing)))
     parts.append(_img(timing_plot(timing), "timing per stage"))
     if outcome.samples:
         parts.append("<h2>Example matches</h2>")
@@ -167,25 +173,26 @@ def render(outcome: Any) -> str:
     return "\n".join(parts)
 
 
-def _source_paragraph(document: dict[str, Any]) -> str:
-    source, model = document["input"], document["model"]
-    topics = " and ".join(f"<code>{html.escape(t)}</code>" for t in (source["topic"], source["topic1"]) if t)
-    mode = "synthetic homography" if source["synthetic"] else source["mode"]
-    return (f"<p>Bag <code>{html.escape(source['bag'])}</code>, {topics}, mode {html.escape(mode)}, "
-            f"stride {source['stride']}; model {html.escape(model['name'])} "
-            f"(<code>{html.escape(model['weights'])}</code>), {document['summary']['pairs']} pairs, "
-            f"created {html.escape(document['created'])}.</p>")
+def _source_paragraph(document: Document) -> str:
+    source, model = document.input, document.model
+    topics = " and ".join(f"<code>{html.escape(t)}</code>" for t in (source.get("topic"), source.get("topic1")) if t)
+    mode = "synthetic homography" if source.get("synthetic") else "pair list" if source.get("images") else \
+        source.get("mode", "")
+    return (f"<p>Source <code>{html.escape(str(source['source']))}</code>{', ' + topics if topics else ''}, mode "
+            f"{html.escape(mode)}, stride {source.get('stride', 1)}; model {html.escape(model['name'])} "
+            f"(<code>{html.escape(model['weights'])}</code>), {document.summary.pairs} pairs, "
+            f"created {html.escape(document.created)}.</p>")
 
 
-def _synthetic_section(synthetic: dict[str, Any], records: list[dict[str, Any]]) -> str:
+def _synthetic_section(synthetic: SyntheticSummary, records: list[dict[str, Any]]) -> str:
     thresholds = [f"{t:g}px" for t in metrics.HOMOGRAPHY_AUC_THRESHOLDS]
-    rows = [[name, synthetic[name]["precision"], synthetic[name]["recall"],
-             synthetic[name].get("precision_pooled", math.nan), synthetic[name].get("recall_pooled", math.nan),
-             synthetic[name]["matches"]["median"]]
-            + [synthetic[name]["auc"][t] for t in thresholds] for name in METHODS if name in synthetic]
+    rows = [[name, scores.precision, scores.recall, scores.precision_pooled, scores.recall_pooled,
+             scores.matches.median] + [scores.auc.get(t, math.nan) for t in thresholds]
+            for name, scores in synthetic.methods.items()]
     table = _table(["method", "precision", "recall", "pooled precision", "pooled recall", "median matches"]
                    + [f"AUC@{t}" for t in thresholds], rows)
-    curves = {name: [r["synthetic"][name]["corner_error"] for r in records] for name in METHODS if name in synthetic}
+    curves = {name: [r["synthetic"][name]["corner_error"] for r in records if "synthetic" in r]
+              for name in synthetic.methods}
     return ("<h2>Synthetic homography benchmark</h2><p>Precision/recall of matches at 3 px; AUC of the mean "
             "corner error. All methods use the same keypoints; mnn_ratio adds Lowe's ratio test (0.8) "
             "to mutual nearest neighbours.</p>" + table + _gain_table(synthetic, thresholds)
@@ -193,40 +200,63 @@ def _synthetic_section(synthetic: dict[str, Any], records: list[dict[str, Any]])
             + _img(cdf_plot(curves, "mean corner error [px]", 10.0), "corner error CDF"))
 
 
-def _gain_table(synthetic: dict[str, Any], thresholds: list[str]) -> str:
-    """SuperGlue's AUC gain over each baseline with its 95% interval over source images (absent before it existed)."""
+def _gain_table(synthetic: SyntheticSummary, thresholds: list[str]) -> str:
+    """SuperGlue's AUC gain over each baseline with its 95% interval over source images."""
     rows = []
     for key, baseline in (("gain", "mnn"), ("gain_vs_ratio_test", "mnn_ratio")):
-        gain = synthetic.get(key, {})
+        gain = synthetic.extras.get(key, {})
         if f"auc@{thresholds[0]}_ci95" in gain:
-            intervals = [gain[f"auc@{t}_ci95"] for t in thresholds]
             rows.append([f"superglue - {baseline}"] + [
-                f"{_number(gain[f'auc@{t}'])} [{_number(low)}, {_number(high)}]"
-                for t, (low, high) in zip(thresholds, intervals)])
+                _with_interval(gain[f"auc@{t}"], gain[f"auc@{t}_ci95"]) for t in thresholds])
     if not rows:
         return ""
     return ("<p>AUC gain [95% interval, resampling whole source images]: an interval containing 0 means the "
             "images do not decide.</p>" + _table(["gain"] + [f"AUC@{t}" for t in thresholds], rows))
 
 
-def _equal_recall_table(synthetic: dict[str, Any]) -> str:
+def _with_interval(value: Any, bounds: list[Any]) -> str:
+    return f"{_number(value)} [{_number(bounds[0])}, {_number(bounds[1])}]"
+
+
+def _equal_recall_table(synthetic: SyntheticSummary) -> str:
     """SuperGlue's precision at each baseline's recall, from its precision-recall curve."""
     rows = [[f"superglue vs {name}"] + [_number(value, 4) for value in (  # gains are tenths of a point
-                synthetic[name]["precision_pooled"], synthetic[name]["recall_pooled"], point["threshold"],
+                synthetic.methods[name].precision_pooled, synthetic.methods[name].recall_pooled, point["threshold"],
                 point["precision_pooled"], point["recall_pooled"], point["gain"])]
-            for name, point in synthetic["precision_at_equal_recall"].items()]
+            for name, point in synthetic.extras.get("precision_at_equal_recall", {}).items()]
+    if not rows:
+        return ""
     return ("<p>Precision at equal or higher recall (pooled): SuperGlue at the threshold most precise "
             "while recalling at least as much as the baseline.</p>"
             + _table(["", "baseline precision", "baseline recall", "superglue threshold", "superglue precision",
                       "superglue recall", "precision gain"], rows))
 
 
-def _pose_section(pose: dict[str, Any], records: list[dict[str, Any]]) -> str:
-    rows = [["superglue"] + list(pose["auc"].values()) + [pose["scored_pairs"]]]
-    table = _table(["method"] + [f"AUC@{t}" for t in pose["auc"]] + ["scored pairs"], rows)
-    errors = [r["pose"]["error"] for r in records if r.get("pose")]
-    return ("<h2>Relative pose (essential matrix)</h2>" + table
-            + _img(cdf_plot({"superglue": errors}, "pose error [deg]", 20.0), "pose error CDF"))
+def _pose_section(pose: PoseSummary, records: list[dict[str, Any]]) -> str:
+    thresholds = list(pose.superglue.auc)
+    rows = [[name] + [scores.auc.get(t) for t in thresholds] + [scores.precision, scores.matching_score,
+                                                                scores.scored_pairs]
+            for name in METHODS if (scores := pose.method(name)) is not None]
+    table = _table(["method"] + [f"AUC@{t}" for t in thresholds] + ["precision", "matching score", "scored pairs"],
+                   rows)
+    gains = [[f"superglue - {name}"] + [_with_interval(gain.get(f"auc@{t}"), gain.get(f"auc@{t}_ci95", [None, None]))
+                                        for t in thresholds] for name, gain in pose.gains.items()]
+    gain_table = ("<p>AUC gain [95% interval, resampling pairs]:</p>"
+                  + _table(["gain"] + [f"AUC@{t}" for t in thresholds], gains)) if gains else ""
+    curves = {name: [errors[name]["error"] for r in records if (errors := _pose_record(r)) and name in errors]
+              for name in METHODS}
+    return ("<h2>Relative pose (essential matrix)</h2><p>Pose error = max(rotation, translation-direction error); "
+            "AUC of the pose error; precision = matches with squared symmetric epipolar distance below 5e-4; "
+            "matching score = correct matches / keypoints of image 0.</p>" + table + gain_table
+            + _img(cdf_plot({k: v for k, v in curves.items() if v}, "pose error [deg]", 20.0), "pose error CDF"))
+
+
+def _pose_record(record: dict[str, Any]) -> dict[str, Any] | None:
+    """A pair's pose scores per method (older files held SuperGlue's alone, without a method key)."""
+    pose = record.get("pose")
+    if not pose:
+        return None
+    return pose if "superglue" in pose else {"superglue": pose}
 
 
 def write_report(path: Path, outcome: Any) -> None:

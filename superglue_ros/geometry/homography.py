@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..settings import check_choice, check_number
+from ..settings import Setting, check_number
 
 METHODS = {
     "ransac": cv2.RANSAC,
@@ -20,7 +20,12 @@ METHODS = {
     "usac_default": cv2.USAC_DEFAULT,
     "usac_magsac": cv2.USAC_MAGSAC,
 }
+METHOD = Setting("homography_method", str, "ransac", "OpenCV robust estimator of the homography",
+                 choices=tuple(METHODS))
 MIN_POINTS = 4  # a homography has 8 degrees of freedom: 4 correspondences
+THRESHOLD = Setting("reprojection_threshold", float, 3.0, "inlier threshold of the homography [pixels]", 0.1, 100.0)
+MIN_MATCHES = Setting("min_matches", int, 8, "fewest inliers for a valid homography", MIN_POINTS, 100000)
+SETTINGS = (METHOD, THRESHOLD, MIN_MATCHES)
 MAX_CONDITION = 1e8  # beyond this the 2x2 linear part is numerically singular
 REFIT_ROUNDS = 5  # reweighting rounds; the estimate settles after 2-3
 MAD_TO_SIGMA = 1.4826  # median absolute residual -> standard deviation of Gaussian noise
@@ -44,13 +49,13 @@ class HomographyEstimate:
         return self.num_inliers / self.num_matches if self.num_matches else 0.0
 
 
-def estimate_homography(points0: np.ndarray, points1: np.ndarray, method: str = "ransac",
-                        threshold: float = 3.0, min_matches: int = 8, confidence: float = 0.999,
-                        max_iterations: int = 2000) -> HomographyEstimate:
+def estimate_homography(points0: np.ndarray, points1: np.ndarray, method: str = METHOD.default,
+                        threshold: float = THRESHOLD.default, min_matches: int = MIN_MATCHES.default,
+                        confidence: float = 0.999, max_iterations: int = 2000) -> HomographyEstimate:
     """Fit H to (K, 2) correspondences with OpenCV's robust estimator."""
-    check_choice("method", method, tuple(METHODS))
-    check_number("threshold", threshold, 0.0, None)
-    check_number("min_matches", min_matches, MIN_POINTS, None, integer=True)
+    METHOD.check(method)
+    threshold = THRESHOLD.check(threshold)
+    MIN_MATCHES.check(min_matches)
     check_number("confidence", confidence, 0.0, 1.0)
     check_number("max_iterations", max_iterations, 1, None, integer=True)
     points0 = np.asarray(points0, dtype=np.float64).reshape(-1, 2)
@@ -59,8 +64,10 @@ def estimate_homography(points0: np.ndarray, points1: np.ndarray, method: str = 
         raise ValueError(f"points0 {points0.shape} and points1 {points1.shape} must have the same shape")
     count = len(points0)
 
-    def invalid(reason: str) -> HomographyEstimate:
-        return HomographyEstimate(np.eye(3), False, reason, np.zeros(count, dtype=bool), 0, count, threshold)
+    def invalid(reason: str, inliers: np.ndarray | None = None) -> HomographyEstimate:
+        """No usable H (identity), but the inliers the estimator did find, so the numbers agree with the reason."""
+        inliers = np.zeros(count, dtype=bool) if inliers is None else inliers
+        return HomographyEstimate(np.eye(3), False, reason, inliers, int(inliers.sum()), count, threshold)
 
     if count < min_matches:
         return invalid(f"too few matches ({count} < min_matches={min_matches})")
@@ -70,11 +77,11 @@ def estimate_homography(points0: np.ndarray, points1: np.ndarray, method: str = 
         return invalid("estimator found no consistent homography")
     inliers = mask.ravel().astype(bool)
     if inliers.sum() < min_matches:
-        return invalid(f"too few inliers ({int(inliers.sum())} < min_matches={min_matches})")
+        return invalid(f"too few inliers ({int(inliers.sum())} < min_matches={min_matches})", inliers)
     h = refit(points0[inliers], points1[inliers], h)
     reason = degeneracy(h)
     if reason:
-        return invalid(reason)
+        return invalid(reason, inliers)
     return HomographyEstimate(h / h[2, 2], True, "", inliers, int(inliers.sum()), count, threshold)
 
 

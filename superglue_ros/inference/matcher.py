@@ -1,18 +1,18 @@
-"""One object that turns camera frames into matches: weights, device, preprocessing, caching.
+"""One object that turns camera frames into matches: weights, device, preprocessing, caching, batching.
 
 Features are computed in the network's pixel frame (after the optional
 resize) and matched there, exactly as the reference does; what callers get
 back is mapped to the original image's pixels. Frames given a ``key`` (for
-example a ROS stamp) are cached, so a stream matched pairwise runs
-SuperPoint once per frame rather than twice per pair.
+example a ROS stamp) are cached, so a stream matched pairwise runs the
+extractor once per frame rather than twice per pair. Several pairs (one per
+camera, say) are matched with one extractor call per image size and one
+padded SuperGlue batch, with the results each pair gets alone.
 """
 from __future__ import annotations
 
-import logging
 import os
 from collections import OrderedDict
-from collections.abc import Hashable
-from pathlib import Path
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,20 +20,20 @@ import numpy as np
 import torch
 
 from ..models.types import Features, MatchResult
-from .preprocess import resize_gray, resized_shape, to_gray_float
-from .model_files import BUNDLED, load_open_model, resolve_open_model
-from ..models.sift import SIFT
-from ..models.superglue import SuperGlue
-from ..models.superglue import validate_config as validate_superglue_config
-from ..models.superpoint import SuperPoint
-from .timing import StageClock
-from ..settings import check_choice, check_number
-from .weights import WeightsError, file_identity, find_official, load_into, search_dirs
+from ..settings import Setting, check_choice, check_number
+from ..timing import StageClock
+from .backends.protocol import Extractor, PairMatcher
+from .loading import load_models
+from .preprocess import MAX_IMAGE_PIXELS, check_image_size, resize_gray, resized_shape, to_gray_float
 
-SUPERGLUE_WEIGHTS = ("indoor", "outdoor")
-MODEL_CHOICES = ("auto", *SUPERGLUE_WEIGHTS, *BUNDLED)
-LOGGER = logging.getLogger("superglue_ros")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEVICE = Setting("device", str, "cpu", "cpu, cuda or cuda:N")
+PRECISION = Setting("precision", str, "fp32", "fp32 is exact; bf16 (CPU) or fp16 (CUDA) is faster",
+                    choices=tuple(PRECISIONS))
+BACKEND = Setting("backend", str, "torch", "torch, or onnxruntime (exported fp32 graphs, near-exact)",
+                  choices=("torch", "onnxruntime"))
+ONNX_DIR = Setting("onnx_dir", str, "", "backend onnxruntime: folder for the exported graphs, reused across "
+                   "starts (empty: export to a temporary folder at every start)")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -79,8 +79,18 @@ class PairMatch:
         return pts0, pts1, self.result.confidences().cpu().numpy()
 
 
+@dataclass(frozen=True)
+class PairRequest:
+    """Two images to match, with optional cache keys (a frame seen under a key is not extracted again)."""
+
+    image0: np.ndarray
+    image1: np.ndarray
+    key0: Hashable | None = None
+    key1: Hashable | None = None
+
+
 class Matcher:
-    """SuperPoint + SuperGlue on a device, fed with numpy images.
+    """A keypoint extractor (SuperPoint or SIFT) + SuperGlue on a device, fed with numpy images.
 
     weights: "indoor" or "outdoor" official SuperGlue weights, found through
         ``weights_dir`` -> $SUPERGLUE_ROS_WEIGHTS_DIR -> ~/.cache/superglue_ros;
@@ -89,72 +99,98 @@ class Matcher:
         (default): official indoor when found, else sift_open with a notice.
     superpoint_weights / superglue_weights: explicit files, overriding the lookup.
     resize: None, (W, H), or an int for the longer side; keypoints are mapped back.
-    superpoint / superglue: model configuration overrides (reference names).
+    extractor / superglue: setting overrides of the two models (reference names); a
+        setting the model does not have is refused with the reason.
     cache_size: how many keyed frames keep their features.
     precision: "fp32" (exact, default), or "bf16" / "fp16" autocast for SuperGlue's
         projections and attention (keypoint normalisation and Sinkhorn stay
         float32). SuperPoint stays float32 but runs channels-last in the fast
-        modes: its descriptors in bf16 changed ~8% of the matches (measured),
-        channels-last costs ~1% while being ~1.5x faster.
+        modes: bf16 descriptors changed ~8% of the matches.
     profile: split SuperGlue's time into GNN and Sinkhorn and, on CUDA, synchronise
         around every stage so that per-stage times are true (costs a little).
     backend: "torch", or "onnxruntime" to run the exported ONNX graphs (fp32 only),
         read from ``onnx_dir`` when it holds an export of the same weights and
         Sinkhorn iterations, exported there (or to a temporary folder) otherwise.
+    max_image_pixels: larger frames are refused before any conversion or copy.
     """
 
     def __init__(self, weights: str = "auto", weights_dir: str | os.PathLike | None = None,
                  superpoint_weights: str | os.PathLike | None = None,
                  superglue_weights: str | os.PathLike | None = None,
                  device: str | torch.device = "cpu", resize: int | tuple[int, int] | None = None,
-                 superpoint: dict[str, Any] | None = None, superglue: dict[str, Any] | None = None,
+                 extractor: dict[str, Any] | None = None, superglue: dict[str, Any] | None = None,
                  cache_size: int = 16, channel_order: str = "bgr", precision: str = "fp32",
-                 profile: bool = False, backend: str = "torch", onnx_dir: str | os.PathLike | None = None) -> None:
-        check_choice("backend", backend, ("torch", "onnxruntime"))
+                 profile: bool = False, backend: str = "torch", onnx_dir: str | os.PathLike | None = None,
+                 max_image_pixels: int = MAX_IMAGE_PIXELS.default) -> None:
+        BACKEND.check(backend)
+        PRECISION.check(precision)
         if backend == "onnxruntime" and precision != "fp32":
             raise ValueError(f"backend 'onnxruntime' runs the exported fp32 graphs; got precision {precision!r}")
-        check_choice("precision", precision, tuple(PRECISIONS))
         check_number("cache_size", cache_size, 0, None, integer=True)
         check_choice("channel_order", channel_order, ("bgr", "rgb"))
-        _check_resize(resize)
+        check_resize(resize)
+        self.max_image_pixels = MAX_IMAGE_PIXELS.check(max_image_pixels)
         self.device = resolve_device(device)
         self.resize = resize
         self.channel_order = channel_order
         self.cache_size = cache_size
-        self._cache: OrderedDict[Hashable, Frame] = OrderedDict()
-        models = load_models(weights, weights_dir, superpoint_weights, superglue_weights, superpoint or {},
-                             superglue or {})
-        self.extractor, self.superglue = models.extractor, models.superglue.to(self.device)
-        if isinstance(self.extractor, torch.nn.Module):
-            self.extractor.to(self.device)
-            if precision != "fp32":
-                self.extractor.to(memory_format=torch.channels_last)
         self.precision = precision
         self.profile = profile
-        self.model_name, self.weights_id = models.name, models.identity
         self.backend = backend
+        self._cache: OrderedDict[Hashable, Frame] = OrderedDict()
+        models = load_models(weights, weights_dir, superpoint_weights, superglue_weights, extractor, superglue)
+        self.model_name, self.weights_id, self.weight_files = models.name, models.identity, models.files
+        self.extractor: Extractor = models.extractor
+        self.superglue: PairMatcher = models.superglue.to(self.device)
+        if isinstance(models.extractor, torch.nn.Module):
+            models.extractor.to(self.device)
+            if precision != "fp32":
+                models.extractor.to(memory_format=torch.channels_last)
         if backend == "onnxruntime":
-            if not isinstance(self.extractor, SuperPoint):
-                raise ValueError(f"backend 'onnxruntime' exports SuperPoint + SuperGlue; {self.model_name} has no "
-                                 f"SuperPoint")
-            from .backends.onnx import onnx_runners
+            from .backends.onnx_runners import onnx_runners
 
-            self.extractor, self.superglue = onnx_runners(  # type: ignore[assignment]
-                self.extractor, self.superglue, models.files, onnx_dir, self.device)
+            self.extractor, self.superglue = onnx_runners(models.extractor, models.superglue, models.files,
+                                                          onnx_dir, self.device)
+
+    def configure(self, extractor: dict[str, Any] | None = None, superglue: dict[str, Any] | None = None) -> None:
+        """Change model settings between frames; a value or a setting a model refuses leaves both as they were.
+
+        A changed extractor setting empties the feature cache, since cached
+        features were detected under the old one.
+        """
+        previous = dict(self.extractor.config), dict(self.superglue.config)
+        try:
+            if extractor:
+                self.extractor.configure(**extractor)
+            if superglue:
+                self.superglue.configure(**superglue)
+        except ValueError:
+            self.extractor.configure(**{k: v for k, v in previous[0].items() if k in (extractor or {})})
+            raise
+        if extractor and self.extractor.config != previous[0]:
+            self.clear_cache()
 
     def extract(self, image: np.ndarray, key: Hashable | None = None) -> Features:
         """Keypoints of one image, in its original pixels."""
-        return self._frame(image, key, {}).original
+        return self._frames([image], [key], {})[0].original
 
     def match(self, image0: np.ndarray, image1: np.ndarray,
               key0: Hashable | None = None, key1: Hashable | None = None) -> PairMatch:
         """Match two images; frames with a key already seen reuse their cached features."""
-        timings = {"preprocess": 0.0, "features": 0.0}
-        frame0 = self._frame(image0, key0, timings)
-        frame1 = self._frame(image1, key1, timings)
-        with StageClock(timings, "superglue", self.device if self.profile else None), self._autocast():
-            result = self.superglue.match(frame0.network, frame1.network, timings if self.profile else None)
-        return PairMatch(frame0.original, frame1.original, result, timings)
+        return self.match_batch([PairRequest(image0, image1, key0, key1)])[0]
+
+    def match_batch(self, requests: Sequence[PairRequest]) -> list[PairMatch]:
+        """Match several pairs: frames not cached go through the extractor in one call per image size,
+        then all pairs through SuperGlue as one padded batch. ``timings`` are the batch's, shared."""
+        timings = {"preprocess": 0.0, "extract": 0.0}
+        images = [image for request in requests for image in (request.image0, request.image1)]
+        keys = [key for request in requests for key in (request.key0, request.key1)]
+        frames = self._frames(images, keys, timings)
+        with StageClock(timings, "match", self.device if self.profile else None), self._autocast():
+            results = self.superglue.match([f.network for f in frames[0::2]], [f.network for f in frames[1::2]],
+                                           timings if self.profile else None)
+        return [PairMatch(frames[2 * i].original, frames[2 * i + 1].original, result, timings)
+                for i, result in enumerate(results)]
 
     def match_features(self, features0: Features, features1: Features) -> MatchResult:
         """SuperGlue on features the caller computed (network pixels of their own images)."""
@@ -167,23 +203,48 @@ class Matcher:
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    def _frame(self, image: np.ndarray, key: Hashable | None, timings: dict[str, float]) -> Frame:
-        if key is not None and key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+    def _frames(self, images: Sequence[np.ndarray], keys: Sequence[Hashable | None],
+                timings: dict[str, float]) -> list[Frame]:
+        """Frames of the images, cached ones from the cache; one extractor call per network size."""
+        frames: list[Frame | None] = [self._cached(key) for key in keys]
         sync_device = self.device if self.profile else None
+        pending: dict[tuple[int, int], list[tuple[int, torch.Tensor, tuple[int, int]]]] = {}
         with StageClock(timings, "preprocess", sync_device):
-            gray = to_gray_float(image, self.channel_order)
-            height, width = gray.shape
-            tensor = upload(resize_gray(gray, resized_shape(height, width, self.resize)), self.device)
-        with StageClock(timings, "features", sync_device):
-            network = self.extractor.extract(tensor)
-        frame = Frame(network, to_original_pixels(network, (height, width)))
+            first_of_key: dict[Hashable, int] = {}
+            for index, (image, key) in enumerate(zip(images, keys)):
+                if frames[index] is not None or (key is not None and key in first_of_key):
+                    continue
+                if key is not None:
+                    first_of_key[key] = index
+                check_image_size(image.shape, self.max_image_pixels)
+                gray = to_gray_float(image, self.channel_order)
+                network_hw = resized_shape(gray.shape[0], gray.shape[1], self.resize)
+                tensor = upload(resize_gray(gray, network_hw), self.device)
+                pending.setdefault(network_hw, []).append((index, tensor, gray.shape))
+        with StageClock(timings, "extract", sync_device):
+            for group in pending.values():
+                batch = torch.stack([tensor for _, tensor, _ in group])[:, None] if len(group) > 1 else None
+                extracted = self.extractor.extract(batch) if batch is not None else [
+                                                   self.extractor.extract(group[0][1])]
+                for (index, _, original_hw), network in zip(group, extracted):
+                    frames[index] = Frame(network, to_original_pixels(network, original_hw))
+                    self._remember(keys[index], frames[index])
+        for index, key in enumerate(keys):
+            if frames[index] is None:
+                frames[index] = frames[first_of_key[key]]
+        return frames  # type: ignore[return-value]
+
+    def _cached(self, key: Hashable | None) -> Frame | None:
+        if key is None or key not in self._cache:
+            return None
+        self._cache.move_to_end(key)
+        return self._cache[key]
+
+    def _remember(self, key: Hashable | None, frame: Frame) -> None:
         if key is not None and self.cache_size:
             self._cache[key] = frame
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        return frame
 
 
 def upload(gray: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -208,67 +269,7 @@ def to_original_pixels(features: Features, original_hw: tuple[int, int]) -> Feat
     return Features(keypoints, features.scores, features.descriptors, original_hw, frames)
 
 
-@dataclass(frozen=True)
-class LoadedModels:
-    """The two networks of a Matcher and what to call them in messages and reports."""
-
-    extractor: SuperPoint | SIFT
-    superglue: SuperGlue
-    name: str
-    identity: str
-    files: tuple[Path, ...]
-
-
-def load_models(weights: str, weights_dir: str | os.PathLike | None,
-                superpoint_weights: str | os.PathLike | None, superglue_weights: str | os.PathLike | None,
-                superpoint: dict[str, Any], superglue: dict[str, Any]) -> LoadedModels:
-    """Official SuperPoint + SuperGlue, or a self-contained open model; see :class:`Matcher` for ``weights``."""
-    is_model_file = weights not in MODEL_CHOICES and str(weights).endswith(".pt")
-    if not is_model_file:
-        check_choice("weights", weights, MODEL_CHOICES)
-    if weights == "auto":
-        explicit = superpoint_weights is not None or superglue_weights is not None
-        weights = "indoor" if explicit or _official_available(weights_dir) else "sift_open"
-        if weights == "sift_open":
-            LOGGER.warning("official SuperPoint/SuperGlue weights not found (%s); using the bundled open model "
-                           "sift_open. For the official ones: superglue-ros weights download (non-commercial "
-                           "licence)", ", ".join(str(d) for d in search_dirs(weights_dir)))
-    if weights in BUNDLED or is_model_file:
-        return _open_models(weights, superpoint, superglue)
-    sp_path = Path(superpoint_weights) if superpoint_weights is not None else find_official("superpoint", weights_dir)
-    sg_path = Path(superglue_weights) if superglue_weights is not None else find_official(weights, weights_dir)
-    extractor, matcher = SuperPoint(**superpoint), SuperGlue(**superglue)
-    load_into(extractor, sp_path)
-    load_into(matcher, sg_path)
-    name = f"superpoint+superglue_{weights}" if superglue_weights is None else "superpoint+superglue"
-    return LoadedModels(extractor.eval(), matcher.eval(), name, f"{file_identity(sp_path)}+{file_identity(sg_path)}",
-                        (sp_path, sg_path))
-
-
-def _open_models(weights: str, superpoint: dict[str, Any], superglue: dict[str, Any]) -> LoadedModels:
-    """A model file from ``superglue-ros train``; overrides apply where the front end has the knob."""
-    path = resolve_open_model(weights)
-    extractor, matcher, _ = load_open_model(path)
-    for name, value in superglue.items():
-        matcher.config[name] = value
-    validate_superglue_config(matcher.config)
-    if isinstance(extractor, SIFT) and "max_keypoints" in superpoint:
-        extractor = SIFT(**{**extractor.config, "max_keypoints": superpoint["max_keypoints"]})
-    front = "sift" if isinstance(extractor, SIFT) else "superpoint"
-    name = f"{front}+superglue_{path.stem}"
-    return LoadedModels(extractor, matcher, name, file_identity(path), (path,))
-
-
-def _official_available(weights_dir: str | os.PathLike | None) -> bool:
-    try:
-        find_official("superpoint", weights_dir)
-        find_official("indoor", weights_dir)
-    except WeightsError:
-        return False
-    return True
-
-
-def _check_resize(resize: int | tuple[int, int] | None) -> None:
+def check_resize(resize: int | tuple[int, int] | None) -> None:
     if resize is None:
         return
     if isinstance(resize, int) and not isinstance(resize, bool):

@@ -1,8 +1,10 @@
-"""Self-contained model files: the front-end configuration, SuperGlue's configuration and weights.
+"""Self-contained model files: the extractor's settings, SuperGlue's configuration and weights.
 
 The official files are bare state dicts whose configuration is implied by
-their name. Models trained by this package can differ in size and front
-end, so their file says how to rebuild them and what they were trained on.
+their name. Models trained by this package can differ in size and
+extractor, so their file says how to rebuild them and what they were trained
+on. Format 2 names the extractor's settings ``extractor``; format 1 (the
+first bundled models) said ``features``.
 """
 from __future__ import annotations
 
@@ -12,25 +14,29 @@ from typing import Any
 
 import torch
 
+from ..io import atomic_path
 from ..models.sift import SIFT
 from ..models.superglue import SuperGlue
 from ..models.superpoint import SuperPoint
-from .weights import WeightsError, find_official, load_into
+from .weights import WeightsError, check_finite, find_official, load_into
 
-FORMAT = 1
+FORMAT = 2
+EXTRACTOR_KEY = {1: "features", 2: "extractor"}
+REQUIRED = {"superglue_config": dict, "state_dict": dict, "meta": dict}
 # The default (3 layer pairs, trained on CPU) and a deeper one trained on a GPU (twice the GNN time).
-BUNDLED = {name: Path(__file__).resolve().parents[1] / "weights" / f"{name}.pt" for name in ("sift_open", "sift_open_large")}
+BUNDLED = {name: Path(__file__).resolve().parents[1] / "weights" / f"{name}.pt"
+           for name in ("sift_open", "sift_open_large")}
 
 
-def save_open_model(path: str | os.PathLike, superglue: SuperGlue, features_config: dict[str, Any],
+def save_open_model(path: str | os.PathLike, superglue: SuperGlue, extractor_config: dict[str, Any],
                     meta: dict[str, Any]) -> None:
-    """Write SuperGlue with the front end it was trained for; ``features_config["name"]`` is sift or superpoint."""
-    if features_config.get("name") not in ("sift", "superpoint"):
-        raise ValueError(f"features_config needs name 'sift' or 'superpoint', got {features_config.get('name')!r}")
+    """Write SuperGlue with the extractor it was trained for; ``extractor_config["name"]`` is sift or superpoint."""
+    if extractor_config.get("name") not in ("sift", "superpoint"):
+        raise ValueError(f"extractor_config needs name 'sift' or 'superpoint', got {extractor_config.get('name')!r}")
     state = {key: value.detach().cpu().clone() for key, value in superglue.state_dict().items()}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": FORMAT, "superglue_config": dict(superglue.config), "features": dict(features_config),
-                "state_dict": state, "meta": dict(meta)}, path)
+    with atomic_path(path) as temporary:
+        torch.save({"format": FORMAT, "superglue_config": dict(superglue.config),
+                    EXTRACTOR_KEY[FORMAT]: dict(extractor_config), "state_dict": state, "meta": dict(meta)}, temporary)
 
 
 def resolve_open_model(name_or_path: str | os.PathLike) -> Path:
@@ -51,23 +57,30 @@ def load_open_model(path: str | os.PathLike) -> tuple[SIFT | SuperPoint, SuperGl
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, not a torch file, pickle refused...
         raise WeightsError(f"model file {path} is unreadable ({type(error).__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise WeightsError(f"{path} is not a superglue_ros model file (format {FORMAT})")
-    superglue = SuperGlue(**blob["superglue_config"])
+    if not isinstance(blob, dict) or blob.get("format") not in EXTRACTOR_KEY:
+        raise WeightsError(f"{path} is not a superglue_ros model file (format {', '.join(map(str, EXTRACTOR_KEY))})")
+    key = EXTRACTOR_KEY[blob["format"]]
+    for name, kind in {**REQUIRED, key: dict}.items():
+        if not isinstance(blob.get(name), kind):
+            raise WeightsError(f"{path}: damaged model file ({name} is missing or not a {kind.__name__})")
     try:
+        superglue = SuperGlue(**blob["superglue_config"])
         superglue.load_state_dict(blob["state_dict"], strict=True)
-    except RuntimeError as error:
-        raise WeightsError(f"{path}: weights do not fit the stored configuration ({str(error).splitlines()[0]})") from None
-    return build_extractor(blob["features"]), superglue.eval(), dict(blob["meta"])
+        extractor = build_extractor(blob[key])
+    except (RuntimeError, ValueError, TypeError, KeyError) as error:
+        raise WeightsError(f"{path}: weights or settings do not fit the stored configuration "
+                           f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+    check_finite(superglue.state_dict(), path)
+    return extractor, superglue.eval(), dict(blob["meta"])
 
 
-def build_extractor(features_config: dict[str, Any]) -> SIFT | SuperPoint:
-    """The feature extractor a model file names, configured as it was trained."""
-    options = {key: value for key, value in features_config.items() if key != "name"}
-    if features_config["name"] == "sift":
+def build_extractor(config: dict[str, Any]) -> SIFT | SuperPoint:
+    """The extractor a model file names, configured as it was trained."""
+    options = {key: value for key, value in config.items() if key != "name"}
+    if config.get("name") == "sift":
         return SIFT(**options)
-    if features_config["name"] == "superpoint":
+    if config.get("name") == "superpoint":
         superpoint = SuperPoint(**options)
         load_into(superpoint, find_official("superpoint"))
         return superpoint.eval()
-    raise WeightsError(f"unknown front end {features_config['name']!r} (expected sift or superpoint)")
+    raise WeightsError(f"unknown extractor {config.get('name')!r} (expected sift or superpoint)")

@@ -6,13 +6,18 @@ from ROS frames and from image files agree.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import cv2
 import numpy as np
 
+from ..settings import Setting
+
 CHANNEL_ORDERS = ("bgr", "rgb")
+MAX_IMAGE_PIXELS = Setting("max_image_pixels", int, 4096 * 4096, "frames with more pixels are dropped before "
+                           "they are decoded or copied, which bounds memory for any input", 1, 1 << 28)
+RESIZE_WIDTH = Setting("resize_width", int, 0, "network input width in pixels (with resize_height), 0 keeps "
+                       "the camera's size", 8, 16384, special=(0,))
+RESIZE_HEIGHT = Setting("resize_height", int, 0, "network input height in pixels, 0 keeps the camera's size",
+                        8, 16384, special=(0,))
 _TO_GRAY = {
     (3, "bgr"): cv2.COLOR_BGR2GRAY, (3, "rgb"): cv2.COLOR_RGB2GRAY,
     (4, "bgr"): cv2.COLOR_BGRA2GRAY, (4, "rgb"): cv2.COLOR_RGBA2GRAY,
@@ -51,6 +56,16 @@ def _scaled(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image dtype {image.dtype}; use uint8, uint16 or float in [0, 1]")
 
 
+def check_image_size(shape: tuple[int, ...], max_pixels: int) -> None:
+    """ValueError for frames above the pixel budget (and for negative sizes), before any copy is made."""
+    height, width = (int(v) for v in shape[:2])
+    if height < 0 or width < 0:
+        raise ValueError(f"image size {width}x{height} is negative")
+    if height * width > max_pixels:
+        raise ValueError(f"image of {width}x{height} = {height * width} pixels exceeds max_image_pixels "
+                         f"({max_pixels}); resize it first or raise the limit")
+
+
 def resized_shape(height: int, width: int, resize: int | tuple[int, int] | None) -> tuple[int, int]:
     """Target (H, W): None keeps the size, (W, H) is exact, an int is the longer side (aspect kept)."""
     if resize is None:
@@ -67,14 +82,3 @@ def resize_gray(gray: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
     if gray.shape == tuple(shape_hw):
         return gray
     return cv2.resize(gray, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_LINEAR)
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
-
-
-def image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files of a folder in name order (frame order for sequences); an error when there are none."""
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return paths

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ..io import OutputError, atomic_path, describe
 
 ENV_VAR = "SUPERGLUE_ROS_WEIGHTS_DIR"
 UPSTREAM_REPO = "https://github.com/magicleap/SuperGluePretrainedNetwork"
@@ -88,10 +89,20 @@ def load_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
         raise WeightsError(f"weight file {path} does not hold a state dict; {advice}")
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
+    except (RuntimeError, TypeError) as error:
         summary = str(error).splitlines()[0]
         raise WeightsError(f"weight file {path} does not fit {type(model).__name__} "
                            f"({summary}); wrong file or wrong model configuration? {advice}") from None
+    check_finite(state, path, advice)
+
+
+def check_finite(state: Mapping[str, torch.Tensor], path: str | os.PathLike, advice: str = "check the file") -> None:
+    """A damaged file of NaN or infinite values would load and silently match nothing: refuse it."""
+    damaged = [key for key, value in state.items() if isinstance(value, torch.Tensor)
+               and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if damaged:
+        raise WeightsError(f"weight file {path} holds non-finite values (NaN or infinity) in {len(damaged)} "
+                           f"tensor(s), e.g. {damaged[0]}; the file is damaged: {advice}")
 
 
 def file_identity(path: str | os.PathLike) -> str:
@@ -117,23 +128,30 @@ def download(directory: str | os.PathLike | None = None, names: tuple[str, ...] 
     under the final name.
     """
     target = Path(directory).expanduser() if directory else search_dirs()[0]
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WeightsError(f"cannot create the weights folder {target}: {describe(error)}") from None
+    if not os.access(target, os.W_OK):
+        raise WeightsError(f"cannot write into the weights folder {target}: it is not writable")
     paths = []
     for name in names:
         spec = expected[name]
         final = target / spec.filename
         if not (final.is_file() and git_blob_sha1(final.read_bytes()) == spec.git_blob_sha1):
-            _fetch_verified(f"{base_url}/{spec.filename}", final, spec.git_blob_sha1, timeout, progress)
+            try:
+                _fetch_verified(f"{base_url}/{spec.filename}", final, spec.git_blob_sha1, timeout, progress)
+            except OutputError as error:
+                raise WeightsError(str(error)) from None
         paths.append(final)
     return paths
 
 
 def _fetch_verified(url: str, final: Path, sha1: str, timeout: float,
                     progress: Callable[[str, int, int | None], None] | None) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    """Stream to a temporary file beside ``final``; it replaces ``final`` only once complete and verified."""
+    with atomic_path(final) as temporary:
+        with temporary.open("wb") as out:
             data = _stream(url, out, timeout, final.name, progress)
             out.flush()
             os.fsync(out.fileno())
@@ -141,9 +159,11 @@ def _fetch_verified(url: str, final: Path, sha1: str, timeout: float,
         if actual != sha1:
             raise WeightsError(f"{final.name} from {url} failed verification: git blob SHA-1 {actual}, "
                                f"expected {sha1}; nothing was written to {final}")
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+
+def verified(name: str, path: Path) -> bool:
+    """Whether an official file has the upstream checksum (a truncated or modified one does not)."""
+    return git_blob_sha1(path.read_bytes()) == OFFICIAL[name].git_blob_sha1
 
 
 def _stream(url: str, out, timeout: float, label: str,

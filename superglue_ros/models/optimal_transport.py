@@ -121,6 +121,8 @@ def log_optimal_transport(scores: torch.Tensor, bin_score: torch.Tensor, iterati
     """
     b, n, m = scores.shape
     scores = scores.float()
+    if n + m == 0:  # nothing to assign: only the dustbin-to-dustbin entry, with all (no) mass
+        return scores.new_zeros((b, 1, 1))
     if mask0 is None:
         mask0 = torch.ones((b, n), dtype=torch.bool, device=scores.device)
     if mask1 is None:
@@ -130,6 +132,34 @@ def log_optimal_transport(scores: torch.Tensor, bin_score: torch.Tensor, iterati
         log_mu, log_nu, log_total = log_marginals(mask0, mask1)
         plan = sinkhorn(couplings, log_mu, log_nu, iterations, tolerance)
         return plan + log_total[:, None, None]
+
+
+def fixed_path_transport(scores: torch.Tensor, bin_score: torch.Tensor, iterations: int,
+                         variant: str = "scaling") -> torch.Tensor:
+    """:func:`log_optimal_transport` of unpadded pairs along one fixed path, for exported graphs,
+    which cannot hold its data-dependent choice of iterations.
+
+    "scaling" is the float64 scaling path (the one every input whose coupling
+    spread is below ``MAX_EXP_DOMAIN_SPREAD`` may take); "log-domain" is the
+    reference's float32 iterations, for runtimes without float64. A caller
+    redoes the rare pairs that :func:`needs_log_domain` flags.
+    """
+    couplings = augment_with_dustbins(scores, bin_score)
+    b, n, m = scores.shape
+    ones = torch.ones_like(scores[:, :, 0], dtype=torch.bool), torch.ones_like(scores[:, 0, :], dtype=torch.bool)
+    log_mu, log_nu, log_total = log_marginals(*ones)
+    if variant == "scaling":
+        plan = scaling_sinkhorn(couplings, log_mu, log_nu, iterations)
+    elif variant == "log-domain":
+        plan = log_domain_sinkhorn(couplings, log_mu, log_nu, iterations)
+    else:
+        raise ValueError(f"variant must be 'scaling' or 'log-domain', got {variant!r}")
+    return plan + log_total[:, None, None]
+
+
+def needs_log_domain(scores: torch.Tensor, bin_score: torch.Tensor) -> bool:
+    """Whether the scores are too spread out for the scaling iterations of :func:`fixed_path_transport`."""
+    return spread_of(augment_with_dustbins(scores, bin_score)) > MAX_EXP_DOMAIN_SPREAD
 
 
 def extract_matches(log_assignment: torch.Tensor, threshold: float,

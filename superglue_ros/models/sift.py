@@ -7,16 +7,25 @@ the Euclidean distance on raw SIFT.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from .types import Features
-from ..settings import check_number
+from ..settings import Setting, check_all, defaults, merge_config, reconfigure
+from .types import MAX_KEYPOINTS, Features
 
 DESCRIPTOR_DIM = 128
+SETTINGS: tuple[Setting, ...] = (
+    replace(MAX_KEYPOINTS, default=1024),
+    Setting("contrast_threshold", float, 0.04, "SIFT's contrast threshold: lower finds more keypoints in "
+            "plain images", 0.0, 1.0),
+    Setting("edge_threshold", float, 10.0, "SIFT's edge threshold", 0.0, None),
+    Setting("sigma", float, 1.6, "SIFT's Gaussian scale of the first octave", 0.0, None),
+    Setting("n_octave_layers", int, 3, "SIFT's layers per octave", 1, 10),
+)
 
 
 class SIFT:
@@ -29,27 +38,36 @@ class SIFT:
     training and evaluation ambiguous (either could be "the" match).
     """
 
-    def __init__(self, max_keypoints: int = 1024, contrast_threshold: float = 0.04,
-                 edge_threshold: float = 10.0, sigma: float = 1.6, n_octave_layers: int = 3) -> None:
-        check_number("max_keypoints", max_keypoints, 1, None, integer=True)
-        check_number("contrast_threshold", contrast_threshold, 0.0, 1.0)
-        check_number("edge_threshold", edge_threshold, 0.0, None)
-        check_number("sigma", sigma, 0.0, None)
-        check_number("n_octave_layers", n_octave_layers, 1, 10, integer=True)
-        self.config: dict[str, Any] = {
-            "max_keypoints": max_keypoints, "contrast_threshold": contrast_threshold,
-            "edge_threshold": edge_threshold, "sigma": sigma, "n_octave_layers": n_octave_layers}
-        # OpenCV's budget counts orientation duplicates, removed later: ask for room to spare.
-        self._sift = cv2.SIFT_create(nfeatures=2 * max_keypoints, nOctaveLayers=n_octave_layers,
-                                     contrastThreshold=contrast_threshold, edgeThreshold=edge_threshold,
-                                     sigma=sigma)
+    def __init__(self, **config: Any) -> None:
+        self.config: dict[str, Any] = check_all(SETTINGS, merge_config(defaults(SETTINGS), config, "SIFT"))
+        self._sift = self._detector()
+
+    def configure(self, **changes: Any) -> None:
+        """Change settings between frames; OpenCV's detector, whose budget is fixed when it is made,
+        is made again."""
+        self.config = reconfigure(self.config, SETTINGS, changes, "the SIFT extractor")
+        self._sift = self._detector()
+
+    def _detector(self) -> Any:
+        budget = self.config["max_keypoints"]
+        # OpenCV's budget counts orientation duplicates, removed later: ask for room to spare (0: no limit).
+        return cv2.SIFT_create(nfeatures=2 * budget if budget > 0 else 0,
+                               nOctaveLayers=self.config["n_octave_layers"],
+                               contrastThreshold=self.config["contrast_threshold"],
+                               edgeThreshold=self.config["edge_threshold"], sigma=self.config["sigma"])
 
     @property
     def descriptor_dim(self) -> int:
         return DESCRIPTOR_DIM
 
-    def extract(self, image: torch.Tensor | np.ndarray) -> Features:
-        """(H, W) float tensor in [0, 1] or uint8 numpy gray image -> Features on the CPU."""
+    def extract(self, image: torch.Tensor | np.ndarray) -> Features | list[Features]:
+        """(H, W) float tensor in [0, 1] or uint8 numpy gray image -> Features on the CPU;
+        a (B, 1, H, W) batch -> one Features per image."""
+        if isinstance(image, torch.Tensor) and image.ndim == 4:
+            return [self._extract(frame[0]) for frame in image]
+        return self._extract(image)
+
+    def _extract(self, image: torch.Tensor | np.ndarray) -> Features:
         gray = to_uint8(image)
         size = (int(gray.shape[0]), int(gray.shape[1]))
         if gray.size == 0:
@@ -61,7 +79,9 @@ class SIFT:
         response = np.array([kp.response for kp in keypoints], dtype=np.float32)
         frames = np.array([(kp.size, np.deg2rad(kp.angle)) for kp in keypoints], dtype=np.float32)
         order = np.lexsort((xy[:, 1], xy[:, 0], -response))
-        order = order[first_occurrences(xy[order])][: self.config["max_keypoints"]]
+        order = order[first_occurrences(xy[order])]
+        if self.config["max_keypoints"] > 0:
+            order = order[: self.config["max_keypoints"]]
         return Features(
             torch.from_numpy(xy[order]),
             torch.from_numpy(normalise_scores(response[order])),

@@ -18,43 +18,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .types import Features, MatchResult
-from ..inference.timing import StageClock
+from ..settings import Setting, check_all, defaults, merge_config, reconfigure
+from ..timing import StageClock
 from .optimal_transport import extract_matches, log_optimal_transport
-from ..settings import check_number, merge_config
+from .types import Features, MatchResult
 
+SETTINGS: tuple[Setting, ...] = (
+    Setting("descriptor_dim", int, 256, "descriptor length", 1, None),
+    Setting("num_heads", int, 4, "attention heads", 1, None),
+    Setting("sinkhorn_iterations", int, 100, "Sinkhorn iterations of the optimal transport", 0, 10000),
+    Setting("match_threshold", float, 0.2, "minimum matching score of an accepted match", 0.0, 1.0),
+    Setting("sinkhorn_tolerance", float, 0.0, "stop Sinkhorn early once row marginals are this close "
+            "(0: run every iteration, the exact mode)", 0.0, 1.0),
+    # The project's SIFT models also encode each keypoint's scale and orientation (the official ones do not).
+    Setting("scale_orientation", bool, False, "the keypoint encoder also reads scale and orientation"),
+)
 DEFAULT_CONFIG: dict[str, Any] = {
-    "descriptor_dim": 256,
+    **defaults(SETTINGS),
     "keypoint_encoder": [32, 64, 128, 256],
     "GNN_layers": ["self", "cross"] * 9,
-    "num_heads": 4,
-    "sinkhorn_iterations": 100,
-    "match_threshold": 0.2,
-    "sinkhorn_tolerance": 0.0,
-    # Our SIFT models also encode each keypoint's scale and orientation (the official models do not).
-    "scale_orientation": False,
 }
+# What the weights determine; everything else may change between pairs.
+FIXED_BY_WEIGHTS = ("descriptor_dim", "num_heads", "scale_orientation", "keypoint_encoder", "GNN_layers")
 
 
-def validate_config(config: dict[str, Any]) -> None:
-    check_number("descriptor_dim", config["descriptor_dim"], 1, None, integer=True)
-    check_number("num_heads", config["num_heads"], 1, config["descriptor_dim"], integer=True)
-    if config["descriptor_dim"] % config["num_heads"]:
-        raise ValueError(f"descriptor_dim ({config['descriptor_dim']}) must be divisible by "
-                         f"num_heads ({config['num_heads']})")
-    encoder = config["keypoint_encoder"]
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    checked = check_all(SETTINGS, config)
+    if checked["descriptor_dim"] % checked["num_heads"]:
+        raise ValueError(f"descriptor_dim ({checked['descriptor_dim']}) must be divisible by "
+                         f"num_heads ({checked['num_heads']})")
+    encoder = checked["keypoint_encoder"]
     if not isinstance(encoder, (list, tuple)) or not encoder:
         raise ValueError(f"keypoint_encoder must be a non-empty list of layer widths, got {encoder!r}")
     for i, width in enumerate(encoder):
-        check_number(f"keypoint_encoder[{i}]", width, 1, None, integer=True)
-    layers = config["GNN_layers"]
+        Setting(f"keypoint_encoder[{i}]", int, None, "", 1, None).check(width)
+    layers = checked["GNN_layers"]
     if not isinstance(layers, (list, tuple)) or any(kind not in ("self", "cross") for kind in layers):
         raise ValueError(f"GNN_layers must be a list of 'self'/'cross', got {layers!r}")
-    check_number("sinkhorn_iterations", config["sinkhorn_iterations"], 0, 10000, integer=True)
-    check_number("match_threshold", config["match_threshold"], 0.0, 1.0)
-    check_number("sinkhorn_tolerance", config["sinkhorn_tolerance"], 0.0, 1.0)
-    if not isinstance(config["scale_orientation"], bool):
-        raise ValueError(f"scale_orientation must be true or false, got {config['scale_orientation']!r}")
+    return checked
 
 
 def pointwise_mlp(channels: Sequence[int]) -> nn.Sequential:
@@ -284,8 +285,7 @@ class SuperGlue(nn.Module):
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        self.config = merge_config(DEFAULT_CONFIG, config, "SuperGlue")
-        validate_config(self.config)
+        self.config = validate_config(merge_config(DEFAULT_CONFIG, config, "SuperGlue"))
         dim = self.config["descriptor_dim"]
         self.kenc = KeypointEncoder(self.config["keypoint_encoder"], dim,
                                     6 if self.config["scale_orientation"] else 3)
@@ -340,8 +340,13 @@ class SuperGlue(nn.Module):
 
     def optimal_transport(self, raw_scores: torch.Tensor, mask0: torch.Tensor | None = None,
                           mask1: torch.Tensor | None = None) -> torch.Tensor:
+        raw_scores = raw_scores.to(self.bin_score.device)
         return log_optimal_transport(raw_scores, self.bin_score, self.config["sinkhorn_iterations"],
                                      mask0, mask1, self.config["sinkhorn_tolerance"])
+
+    def configure(self, **changes: Any) -> None:
+        """Change matching settings between pairs (threshold, iterations); the architecture is the weights'."""
+        self.config = reconfigure(self.config, SETTINGS, changes, "SuperGlue", FIXED_BY_WEIGHTS)
 
     @torch.inference_mode()
     def match(self, features0: Features | Sequence[Features],
@@ -351,41 +356,51 @@ class SuperGlue(nn.Module):
 
         A batch with different keypoint counts is padded and masked, so every
         pair gets the result it would get alone. ``timings``, when given, gets
-        the seconds spent in the GNN ("superglue_gnn") and in Sinkhorn
-        ("sinkhorn"); on CUDA that costs a synchronisation per stage.
+        the seconds spent in the GNN ("gnn") and in Sinkhorn ("sinkhorn"); on
+        CUDA that costs a synchronisation per stage.
         """
-        batch0, batch1, single = pair_or_batch(features0, features1)
-        results = self._match_batch(batch0, batch1, timings)
-        return results[0] if single else results
+        return match_with(self._plans, self.optimal_transport, features0, features1, self.config, timings)
 
-    def _match_batch(self, batch0: list[Features], batch1: list[Features],
-                     timings: dict[str, float] | None) -> list[MatchResult]:
-        check_descriptor_dim(batch0 + batch1, self.config["descriptor_dim"])
-        results: list[MatchResult | None] = [None] * len(batch0)
-        full = [i for i, (f0, f1) in enumerate(zip(batch0, batch1)) if len(f0) and len(f1)]
-        for i in set(range(len(batch0))) - set(full):
-            plan = unmatchable_plan(len(batch0[i]), len(batch1[i]), self.optimal_transport, self.bin_score.device)
-            results[i] = assignment_result(plan, self.config["match_threshold"])
-        if full:
-            padded = self._match_padded([batch0[i] for i in full], [batch1[i] for i in full], timings)
-            for i, result in zip(full, padded):
-                results[i] = result
-        return results  # type: ignore[return-value]
-
-    def _match_padded(self, batch0: list[Features], batch1: list[Features],
-                      timings: dict[str, float] | None) -> list[MatchResult]:
+    def _plans(self, batch0: list[Features], batch1: list[Features],
+               timings: dict[str, float] | None) -> list[torch.Tensor]:
+        """(n+1, m+1) log assignments of pairs with keypoints on both sides, as one padded batch."""
         device = self.bin_score.device
         kpts0, scores0, desc0, size0, mask0, frames0 = pad_features(batch0, device)
         kpts1, scores1, desc1, size1, mask1, frames1 = pad_features(batch1, device)
         if bool(mask0.all()) and bool(mask1.all()):
             mask0 = mask1 = None
-        with StageClock(timings, "superglue_gnn", device):
+        with StageClock(timings, "gnn", device):
             raw_scores = self.score_stages(kpts0, scores0, desc0, size0, kpts1, scores1, desc1, size1,
                                            mask0, mask1, frames0, frames1)["raw_scores"]
         with StageClock(timings, "sinkhorn", device):
             log_assignment = self.optimal_transport(raw_scores, mask0, mask1)
-        return [assignment_result(unpad_plan(log_assignment[b], len(f0), len(f1)), self.config["match_threshold"])
-                for b, (f0, f1) in enumerate(zip(batch0, batch1))]
+        return [unpad_plan(log_assignment[b], len(f0), len(f1)) for b, (f0, f1) in enumerate(zip(batch0, batch1))]
+
+
+PlanFunction = Callable[[list[Features], list[Features], "dict[str, float] | None"], list[torch.Tensor]]
+
+
+def match_with(plans: PlanFunction, transport: Callable[[torch.Tensor], torch.Tensor],
+               features0: Features | Sequence[Features], features1: Features | Sequence[Features],
+               config: dict[str, Any], timings: dict[str, float] | None = None) -> MatchResult | list[MatchResult]:
+    """SuperGlue's matching around any implementation of its network (torch, onnxruntime).
+
+    ``plans`` maps pairs with keypoints on both sides to their log
+    assignments; ``transport`` (scores (1, n, m) -> plans) gives the plan of a
+    pair with no keypoints on one side, whose mass all goes to the dustbins.
+    Matches are the mutual best assignments above ``config["match_threshold"]``.
+    """
+    batch0, batch1, single = pair_or_batch(features0, features1)
+    check_descriptor_dim(batch0 + batch1, config["descriptor_dim"])
+    results: list[MatchResult | None] = [None] * len(batch0)
+    full = [i for i, (f0, f1) in enumerate(zip(batch0, batch1)) if len(f0) and len(f1)]
+    for i in set(range(len(batch0))) - set(full):
+        plan = unmatchable_plan(len(batch0[i]), len(batch1[i]), transport)
+        results[i] = assignment_result(plan, config["match_threshold"])
+    if full:
+        for i, plan in zip(full, plans([batch0[i] for i in full], [batch1[i] for i in full], timings)):
+            results[i] = assignment_result(plan, config["match_threshold"])
+    return results[0] if single else results  # type: ignore[return-value]
 
 
 def pair_or_batch(features0: Features | Sequence[Features], features1: Features | Sequence[Features],
@@ -414,13 +429,10 @@ def assignment_result(log_assignment: torch.Tensor, match_threshold: float) -> M
     return MatchResult(m0[0], m1[0], s0[0], s1[0], log_assignment)
 
 
-def unmatchable_plan(n: int, m: int, transport: Callable[[torch.Tensor], torch.Tensor],
-                     device: torch.device | str) -> torch.Tensor:
+def unmatchable_plan(n: int, m: int, transport: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """(n+1, m+1) log assignment of a pair where one side has no keypoints: all mass to the
-    dustbins, as ``transport`` (scores (1, n, m) -> plans) computes it."""
-    if n + m == 0:
-        return torch.zeros((1, 1), device=device)
-    return transport(torch.zeros((1, n, m), device=device))[0]
+    dustbins, as ``transport`` (scores (1, n, m) -> plans, on its own device) computes it."""
+    return transport(torch.zeros((1, n, m)))[0]
 
 
 def pad_features(batch: Sequence[Features], device: torch.device,

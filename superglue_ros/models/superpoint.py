@@ -15,28 +15,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .types import Features
-from ..settings import check_number, merge_config
+from ..settings import Setting, check_all, defaults, merge_config, reconfigure
+from .types import MAX_KEYPOINTS, Features
 
 CELL = 8  # the encoder downsamples by 8; each detector bin covers an 8x8 cell
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "descriptor_dim": 256,
-    "nms_radius": 4,
-    "keypoint_threshold": 0.005,
-    "max_keypoints": -1,
-    "remove_borders": 4,
-}
+SETTINGS: tuple[Setting, ...] = (
+    Setting("descriptor_dim", int, 256, "descriptor length (fixed by the weights)", 1, None),
+    Setting("nms_radius", int, 4, "SuperPoint non-maximum suppression radius [pixels]", 0, 64),
+    Setting("keypoint_threshold", float, 0.005, "SuperPoint detector threshold on the keypoint probability",
+            0.0, 1.0),
+    MAX_KEYPOINTS,
+    Setting("remove_borders", int, 4, "keypoints this close to the image border are dropped [pixels]", 0, None),
+)
+DEFAULT_CONFIG: dict[str, Any] = defaults(SETTINGS)
+FIXED_BY_WEIGHTS = ("descriptor_dim",)
 
 
-def validate_config(config: dict[str, Any]) -> None:
-    check_number("descriptor_dim", config["descriptor_dim"], 1, None, integer=True)
-    check_number("nms_radius", config["nms_radius"], 0, 64, integer=True)
-    check_number("keypoint_threshold", config["keypoint_threshold"], 0.0, 1.0)
-    check_number("remove_borders", config["remove_borders"], 0, None, integer=True)
-    max_kp = config["max_keypoints"]
-    if isinstance(max_kp, bool) or not isinstance(max_kp, int) or (max_kp < 1 and max_kp != -1):
-        raise ValueError(f"max_keypoints must be -1 (no limit) or an integer in [1, inf), got {max_kp!r}")
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    return check_all(SETTINGS, config)
 
 
 def max_filter_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
@@ -130,8 +127,7 @@ class SuperPoint(nn.Module):
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        self.config = merge_config(DEFAULT_CONFIG, config, "SuperPoint")
-        validate_config(self.config)
+        self.config = validate_config(merge_config(DEFAULT_CONFIG, config, "SuperPoint"))
         widths = (64, 64, 128, 128)
         conv = lambda c_in, c_out, k=3: nn.Conv2d(c_in, c_out, k, stride=1, padding=k // 2)  # noqa: E731
         c_in = 1
@@ -154,6 +150,10 @@ class SuperPoint(nn.Module):
         logits = self.convPb(F.relu_(self.convPa(x)))
         dense = F.normalize(self.convDb(F.relu_(self.convDa(x))), p=2, dim=1)
         return logits, dense
+
+    def configure(self, **changes: Any) -> None:
+        """Change detection settings between frames; the weights fix the descriptor length."""
+        self.config = reconfigure(self.config, SETTINGS, changes, "the SuperPoint extractor", FIXED_BY_WEIGHTS)
 
     @staticmethod
     def heatmap(logits: torch.Tensor) -> torch.Tensor:

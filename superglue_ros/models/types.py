@@ -10,6 +10,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..settings import Setting
+
+# The one setting every keypoint extractor (SuperPoint, SIFT) has, with one meaning.
+MAX_KEYPOINTS = Setting("max_keypoints", int, -1, "keypoint budget per image (the strongest are kept), "
+                        "-1 for no limit", 1, None, special=(-1,))
+
 
 @dataclass(frozen=True)
 class Features:

@@ -1,31 +1,33 @@
 """Everything the matcher node does between receiving images and publishing, without ROS.
 
-The rclpy node (``ros/node.py``) only converts messages and calls this: image
-decoding, choosing the reference frame (previous frame, keyframe or the other
-camera), matching, the homography, message contents, run-time parameter
-updates and the counters behind /diagnostics. Bad input is rejected with a
-reason and counted, never raised into the executor.
+The rclpy node (``ros/node.py``) only converts messages and calls this:
+image decoding, choosing each camera's reference frame (previous frame,
+keyframe or the other camera), matching the pairs ready together as one
+batch, the homography, message contents, run-time parameter updates and
+the counters behind /diagnostics. Nothing raises into the caller: bad input
+is rejected with a reason and counted, and so is any failure of matching.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ..geometry.homography import HomographyEstimate, estimate_homography
+from ..geometry.homography import HomographyEstimate
+from ..inference.matcher import Matcher, PairMatch, PairRequest
+from ..inference.pipeline import HomographySettings, match_pairs
+from ..parameters import BY_NAME, resolve, validate
+from ..viz import draw_matches
 from .image_codec import ImageDecodeError, decode_image
-from ..inference.matcher import Matcher, PairMatch
 from .messages import Stamp, homography_fields, matches_fields
 from .pairing import ApproximateSync, StampedFrame
-from ..parameters import DEFAULTS, coerce, resolve, validate
-from ..viz import draw_matches
 
-SUPERPOINT_PARAMETERS = ("max_keypoints", "keypoint_threshold", "nms_radius")
-SUPERGLUE_PARAMETERS = ("sinkhorn_iterations", "match_threshold")
 OK, WARN, ERROR = 0, 1, 2
+SINGLE = ""  # the camera name of a node without `cameras`
+UNPAIRED_WARN_SHARE = 0.1  # stereo: more unpaired frames than this share of those received raises the level
 
 
 class FrameRejected(ValueError):
@@ -42,19 +44,24 @@ class Counters:
     dropped_unpaired: int = 0
     dropped_invalid: int = 0
     dropped_failed: int = 0
+    dropped_error: int = 0
+    dropped_in_transport: int = 0  # reported lost by the middleware: never received, so not in `received`
+    reference_expired: int = 0
     homography_valid: int = 0
     homography_invalid: int = 0
     keyframe_changes: int = 0
 
     @property
     def dropped(self) -> int:
-        return self.dropped_busy + self.dropped_unpaired + self.dropped_invalid + self.dropped_failed
+        return (self.dropped_busy + self.dropped_unpaired + self.dropped_invalid + self.dropped_failed
+                + self.dropped_error)
 
 
 @dataclass(frozen=True)
 class Job:
-    """Frames handed to the worker: one (sequential/keyframe) or two (stereo: image 0, image 1)."""
+    """Frames handed to the worker for one camera: one (sequential/keyframe) or two (stereo: image 0, 1)."""
 
+    camera: str
     frames: tuple[StampedFrame, ...]
     msgtype: str
 
@@ -65,13 +72,14 @@ class Reference:
 
     frame: StampedFrame
     image: np.ndarray
-    key: int
+    key: tuple[str, int]
 
 
 @dataclass(frozen=True)
 class Output:
     """What one processed job publishes."""
 
+    camera: str
     matches: dict[str, Any]
     homography: dict[str, Any]
     pair: PairMatch
@@ -80,170 +88,236 @@ class Output:
 
 
 @dataclass
+class CameraState:
+    """One camera's pairing state and counters."""
+
+    sync: ApproximateSync
+    counters: Counters = field(default_factory=Counters)
+    reference: Reference | None = None
+    last_problem: str = ""
+    reported: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Pending:
+    """A job decoded and ready to match (or to become the first reference)."""
+
+    job: Job
+    reference: Reference
+    frame: StampedFrame
+    image: np.ndarray
+    key: tuple[str, int]
+
+
+@dataclass
 class MatcherCore:
     matcher: Matcher
     params: dict[str, Any]
-    counters: Counters = field(default_factory=Counters)
-    reference: Reference | None = None
+    cameras: dict[str, CameraState]
+    homography: HomographySettings
     latencies: deque = field(default_factory=lambda: deque(maxlen=100))
-    last_problem: str = ""
-    sync: ApproximateSync = field(default_factory=lambda: ApproximateSync(DEFAULTS["slop"],
-                                                                          DEFAULTS["sync_queue_size"]))
     _next_key: int = 0
-    _reported: dict[str, int] = field(default_factory=dict)
 
     @staticmethod
-    def create(matcher: Matcher, overrides: dict[str, Any]) -> "MatcherCore":
-        """Core for a loaded matcher. The keypoint budget and detector settings always come from the
-        parameters; SuperGlue settings left at the table's defaults (those of the official weights)
-        keep the model's own values, so an open model keeps its trained threshold and iterations."""
-        params = resolve(overrides)
-        matcher.clear_cache()  # frame keys restart at 1: features cached under them are another core's
-        core = MatcherCore(matcher, params, sync=ApproximateSync(params["slop"], params["sync_queue_size"]))
-        for name in SUPERPOINT_PARAMETERS:
-            if name in matcher.extractor.config:
-                core._apply_model_parameter(name, core.params[name])
-        for name in SUPERGLUE_PARAMETERS:
-            if name in overrides and overrides[name] != DEFAULTS[name]:
-                core._apply_model_parameter(name, core.params[name])
-            else:
-                core.params[name] = matcher.superglue.config[name]
-        return core
+    def create(matcher: Matcher, given: dict[str, Any]) -> "MatcherCore":
+        """Core for a loaded matcher; ``given`` are the parameters the user set (others take the table's
+        defaults, and unset model settings keep the model's own values)."""
+        params = resolve(given)
+        model = {target: {p.name: params[p.name] for p in BY_NAME.values()
+                          if p.target == target and params[p.name] is not None}
+                 for target in ("extractor", "superglue")}
+        matcher.configure(**model)
+        matcher.clear_cache()  # frame keys restart: features cached under them are another core's
+        names = params["cameras"] or [SINGLE]
+        cameras = {name: CameraState(ApproximateSync(params["slop"], params["sync_queue_size"])) for name in names}
+        homography = HomographySettings(params["homography_method"], params["reprojection_threshold"],
+                                        params["min_matches"])
+        return MatcherCore(matcher, params, cameras, homography)
 
-    def accept(self, side: int, frame: StampedFrame, msgtype: str) -> Job | None:
-        """A frame from subscription ``side`` (0, or 1 = second stereo camera) -> a job, if one is complete."""
-        self.counters.received += 1
+    def effective(self, name: str) -> Any:
+        """The value the node uses for a parameter: a model setting left unset reports the model's own,
+        and one the model does not have reports None."""
+        target = BY_NAME[name].target
+        if target == "extractor":
+            return self.matcher.extractor.config.get(name)
+        if target == "superglue":
+            return self.matcher.superglue.config.get(name)
+        return self.params[name]
+
+    @property
+    def counters(self) -> Counters:
+        """Totals over every camera."""
+        total = Counters()
+        for state in self.cameras.values():
+            for key, value in asdict(state.counters).items():
+                setattr(total, key, getattr(total, key) + value)
+        return total
+
+    def accept(self, camera: str, side: int, frame: StampedFrame, msgtype: str) -> Job | None:
+        """A frame from ``camera``'s subscription ``side`` (1 = second stereo camera) -> a job, if complete."""
+        state = self.cameras[camera]
+        state.counters.received += 1
         if self.params["mode"] != "stereo":
-            return Job((frame,), msgtype)
-        pair, discarded = self.sync.add(side, frame)
-        self.counters.dropped_unpaired += discarded
-        return None if pair is None else Job(pair, msgtype)
+            return Job(camera, (frame,), msgtype)
+        pair, discarded = state.sync.add(side, frame)
+        state.counters.dropped_unpaired += discarded
+        return None if pair is None else Job(camera, pair, msgtype)
 
     def run(self, job: Job) -> tuple[Output | None, str]:
-        """Process a job, counting the outcome; returns (output or None, problem text or "")."""
-        try:
-            output = self.process(job)
-        except FrameRejected as error:
-            self.counters.dropped_invalid += 1
-            self.last_problem = str(error)
-            return None, self.last_problem
-        except (RuntimeError, ValueError) as error:
-            self.counters.dropped_failed += 1
-            self.last_problem = f"matching failed: {error}"
-            return None, self.last_problem
-        if output is not None:
-            valid = output.estimate.valid
-            self.counters.homography_valid += int(valid)
-            self.counters.homography_invalid += int(not valid)
-        return output, ""
+        return self.run_batch([job])[0]
 
-    def process(self, job: Job) -> Output | None:
-        """Match a job; None when it only set the first reference. Raises FrameRejected for bad input."""
-        images = [self._decode(frame, job.msgtype) for frame in job.frames]
-        key = self._key()
-        if len(images) == 2:
-            if images[0].shape[:2] != images[1].shape[:2]:
-                raise FrameRejected(f"stereo images differ in size: {images[0].shape[1]}x{images[0].shape[0]} "
-                                    f"vs {images[1].shape[1]}x{images[1].shape[0]}")
-            return self._match(Reference(job.frames[0], images[0], self._key()), job.frames[1], images[1], key)
-        frame, image = job.frames[0], images[0]
-        if self.reference is None:
-            self.reference = Reference(frame, image, key)
-            return None
-        output = self._match(self.reference, frame, image, key)
-        self._advance_reference(Reference(frame, image, key), output)
-        return output
+    def run_batch(self, jobs: list[Job]) -> list[tuple[Output | None, str]]:
+        """Process the jobs (at most one per camera) as one batch; per job (output or None, problem or "")."""
+        results: list[tuple[Output | None, str]] = [(None, "")] * len(jobs)
+        ready: list[tuple[int, Pending]] = []
+        for index, job in enumerate(jobs):
+            try:
+                pending = self._prepare(job)
+            except FrameRejected as error:
+                results[index] = self._count(job.camera, "dropped_invalid", str(error))
+                continue
+            except Exception as error:  # noqa: BLE001 - nothing may kill the worker; counted by type
+                results[index] = self._count(job.camera, "dropped_error", f"{type(error).__name__}: {error}")
+                continue
+            if pending is not None:
+                ready.append((index, pending))
+        if ready:
+            for index, result in zip([i for i, _ in ready], self._match([p for _, p in ready])):
+                results[index] = result
+        return results
 
     def update(self, name: str, value: Any) -> None:
         """Apply a run-time parameter change; ValueError (old value kept) when it is not acceptable."""
-        validate(name, value)
-        if name == "sinkhorn_iterations" and self.matcher.backend == "onnxruntime":
-            raise ValueError("sinkhorn_iterations is baked into the ONNX graph of backend 'onnxruntime'; "
-                             "restart the node to change it")
-        value = coerce(name, value)
-        self._apply_model_parameter(name, value)
-        if name == "slop":
-            self.sync.set_slop(value)
+        parameter = BY_NAME.get(name)
+        if parameter is None:
+            raise ValueError(f"unknown parameter {name!r}")
+        value = validate(name, value)
+        if parameter.read_only and value != self.params[name]:
+            raise ValueError(f"{name} is read-only: it applies at the next configure (deactivate, cleanup and "
+                             f"configure the node, or restart it)")
+        if parameter.target in ("extractor", "superglue"):
+            self.matcher.configure(**{parameter.target: {name: value}})
+            self._rekey_references()
+        elif parameter.target == "homography":
+            field_name = {"homography_method": "method", "reprojection_threshold": "threshold"}.get(name, name)
+            self.homography = replace(self.homography, **{field_name: value})
+        elif parameter.target == "pairing":
+            for state in self.cameras.values():
+                state.sync.set_slop(value)
+        elif parameter.target == "matcher" and name == "max_image_pixels":
+            self.matcher.max_image_pixels = value
         self.params[name] = value
 
-    def diagnostics(self) -> tuple[int, str, dict[str, str]]:
-        """(level, summary, key/values) for a DiagnosticStatus; drops since the last call raise the level."""
-        totals = asdict(self.counters)
-        delta = {name: value - self._reported.get(name, 0) for name, value in totals.items()}
-        self._reported = totals
+    def diagnostics(self, camera: str) -> tuple[int, str, dict[str, str]]:
+        """(level, summary, key/values) of one camera; problems since the last call raise the level."""
+        state = self.cameras[camera]
+        totals = asdict(state.counters)
+        delta = {name: value - state.reported.get(name, 0) for name, value in totals.items()}
+        state.reported = totals
         level, summary = OK, "matching"
-        if delta["dropped_invalid"] or delta["dropped_failed"]:
-            level, summary = WARN, f"rejected input: {self.last_problem}"
+        if delta["dropped_invalid"] or delta["dropped_failed"] or delta["dropped_error"]:
+            level, summary = WARN, f"dropped frames: {state.last_problem}"
         elif delta["received"] and delta["dropped_busy"] * 2 > delta["received"]:
             level, summary = WARN, "inference slower than the camera: most frames dropped"
-        elif not self.counters.received:
+        elif delta["received"] and delta["dropped_unpaired"] > UNPAIRED_WARN_SHARE * delta["received"]:
+            level, summary = WARN, (f"stereo frames without a partner: {delta['dropped_unpaired']} of "
+                                    f"{delta['received']} (check the cameras' stamps and `slop`)")
+        elif not state.counters.received:
             summary = "waiting for images"
         values = {name: str(value) for name, value in totals.items()}
-        values["dropped_total"] = str(self.counters.dropped)
+        values["dropped_total"] = str(state.counters.dropped)
         if self.latencies:
             values["latency_median_s"] = f"{float(np.median(self.latencies)):.4f}"
             values["latency_max_s"] = f"{max(self.latencies):.4f}"
         values.update(mode=self.params["mode"], model=self.matcher.model_name, device=str(self.matcher.device))
         return level, summary, values
 
-    def _decode(self, frame: StampedFrame, msgtype: str) -> np.ndarray:
-        try:
-            image = decode_image(frame.message, msgtype)
-        except ImageDecodeError as error:
-            raise FrameRejected(str(error)) from None
-        if image.size == 0:
-            raise FrameRejected("empty image")
-        return image
+    def _count(self, camera: str, counter: str, problem: str) -> tuple[None, str]:
+        state = self.cameras[camera]
+        setattr(state.counters, counter, getattr(state.counters, counter) + 1)
+        state.last_problem = problem
+        return None, problem
 
-    def _match(self, reference: Reference, frame: StampedFrame, image: np.ndarray, key: int) -> Output:
-        pair = self.matcher.match(reference.image, image, reference.key, key)
-        points0, points1, _ = pair.matched_points()
-        estimate = estimate_homography(points0, points1, self.params["homography_method"],
-                                       self.params["reprojection_threshold"], self.params["min_matches"])
-        current = Stamp.from_nanoseconds(frame.stamp_ns, frame.frame_id)
-        previous = Stamp.from_nanoseconds(reference.frame.stamp_ns, reference.frame.frame_id)
-        latency = time.monotonic() - frame.received
+    def _prepare(self, job: Job) -> Pending | None:
+        """Decode a job and pick its reference; None when the frame only became the reference."""
+        images = [self._decode(frame, job.msgtype) for frame in job.frames]
+        state = self.cameras[job.camera]
+        if len(images) == 2:
+            if images[0].shape[:2] != images[1].shape[:2]:
+                raise FrameRejected(f"stereo images differ in size: {images[0].shape[1]}x{images[0].shape[0]} "
+                                    f"vs {images[1].shape[1]}x{images[1].shape[0]}")
+            return Pending(job, Reference(job.frames[0], images[0], self._key(job.camera)), job.frames[1], images[1],
+                           self._key(job.camera))
+        frame, image, key = job.frames[0], images[0], self._key(job.camera)
+        if state.reference is not None and self._expired(state.reference.frame, frame):
+            state.counters.reference_expired += 1
+            state.reference = None
+        if state.reference is None:
+            state.reference = Reference(frame, image, key)
+            return None
+        return Pending(job, state.reference, frame, image, key)
+
+    def _expired(self, reference: StampedFrame, frame: StampedFrame) -> bool:
+        """Sequential mode: a previous frame older than ``max_reference_age`` starts the sequence over."""
+        age = self.params["max_reference_age"]
+        return self.params["mode"] == "sequential" and age > 0 and abs(frame.stamp_ns - reference.stamp_ns) > age * 1e9
+
+    def _match(self, batch: list[Pending]) -> list[tuple[Output | None, str]]:
+        requests = [PairRequest(p.reference.image, p.image, p.reference.key, p.key) for p in batch]
+        try:
+            outcomes = match_pairs(self.matcher, requests, self.homography)
+        except (RuntimeError, ValueError) as error:
+            return [self._count(p.job.camera, "dropped_failed", f"matching failed: {error}") for p in batch]
+        except Exception as error:  # noqa: BLE001 - nothing may kill the worker; counted by type
+            return [self._count(p.job.camera, "dropped_error", f"{type(error).__name__}: {error}") for p in batch]
+        results = []
+        for pending, outcome in zip(batch, outcomes):
+            output = self._output(pending, outcome.pair, outcome.homography)
+            counters = self.cameras[pending.job.camera].counters
+            counters.homography_valid += int(output.estimate.valid)
+            counters.homography_invalid += int(not output.estimate.valid)
+            if len(pending.job.frames) == 1:
+                self._advance_reference(pending, output)
+            results.append((output, ""))
+        return results
+
+    def _output(self, pending: Pending, pair: PairMatch, estimate: HomographyEstimate) -> Output:
+        current = Stamp.from_nanoseconds(pending.frame.stamp_ns, pending.frame.frame_id)
+        previous = Stamp.from_nanoseconds(pending.reference.frame.stamp_ns, pending.reference.frame.frame_id)
+        latency = time.monotonic() - pending.frame.received
         self.latencies.append(latency)
         matches = matches_fields(pair, current, previous, self.params["mode"], self.matcher.model_name,
                                  self.matcher.weights_id, latency)
-        return Output(matches, homography_fields(estimate, current, previous), pair, estimate,
-                      (reference.image, image))
+        return Output(pending.job.camera, matches, homography_fields(estimate, current, previous), pair, estimate,
+                      (pending.reference.image, pending.image))
 
-    def _advance_reference(self, current: Reference, output: Output) -> None:
+    def _decode(self, frame: StampedFrame, msgtype: str) -> np.ndarray:
+        try:
+            return decode_image(frame.message, msgtype, frame.topic, self.matcher.max_image_pixels)
+        except ImageDecodeError as error:
+            raise FrameRejected(str(error)) from None
+
+    def _advance_reference(self, pending: Pending, output: Output) -> None:
         """Sequential: the new frame is next reference. Keyframe: only when tracking has degraded."""
-        replace = self.params["mode"] == "sequential"
+        state = self.cameras[pending.job.camera]
+        replace_reference = self.params["mode"] == "sequential"
         if self.params["mode"] == "keyframe":
             estimate = output.estimate
-            replace = (not estimate.valid or estimate.inlier_ratio < self.params["keyframe_min_inlier_ratio"]
-                       or estimate.num_matches < self.params["keyframe_min_matches"])
-            self.counters.keyframe_changes += int(replace)
-        if replace:
-            self.reference = current
+            replace_reference = (not estimate.valid or estimate.inlier_ratio < self.params["keyframe_min_inlier_ratio"]
+                                 or estimate.num_matches < self.params["keyframe_min_matches"])
+            state.counters.keyframe_changes += int(replace_reference)
+        if replace_reference:
+            state.reference = Reference(pending.frame, pending.image, pending.key)
 
-    def _key(self) -> int:
+    def _key(self, camera: str) -> tuple[str, int]:
         self._next_key += 1
-        return self._next_key
+        return camera, self._next_key
 
-    def _apply_model_parameter(self, name: str, value: Any) -> None:
-        if name in SUPERPOINT_PARAMETERS:
-            self.matcher.extractor.config[name] = value
-            self.matcher.clear_cache()
-            if self.reference is not None:
-                self.reference.key = self._key()
-        elif name in SUPERGLUE_PARAMETERS:
-            self.matcher.superglue.config[name] = value
-
-
-def matcher_from_parameters(values: dict[str, Any]) -> Matcher:
-    """The Matcher the node's (resolved) parameters describe; empty strings mean "not set"."""
-    resize = None
-    if values["resize_width"] > 0 and values["resize_height"] > 0:
-        resize = (values["resize_width"], values["resize_height"])
-    return Matcher(weights=values["weights"], weights_dir=values["weights_dir"] or None,
-                   superpoint_weights=values["superpoint_weights"] or None,
-                   superglue_weights=values["superglue_weights"] or None, device=values["device"],
-                   resize=resize, precision=values["precision"], backend=values["backend"],
-                   onnx_dir=values["onnx_dir"] or None)
+    def _rekey_references(self) -> None:
+        """After an extractor change the cache is empty: references get new keys so they are extracted again."""
+        for camera, state in self.cameras.items():
+            if state.reference is not None:
+                state.reference.key = self._key(camera)
 
 
 def debug_image(output: Output) -> np.ndarray:

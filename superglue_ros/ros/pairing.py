@@ -22,6 +22,7 @@ class StampedFrame:
     message: Any
     received: float
     frame_id: str = ""
+    topic: str = ""
 
 
 class ApproximateSync:
@@ -69,38 +70,41 @@ class ApproximateSync:
         return discarded
 
 
-class LatestSlot(Generic[T]):
-    """A one-item mailbox between the subscription callbacks and the inference worker.
+class LatestSlots(Generic[T]):
+    """A mailbox between the subscription callbacks and the inference worker, one slot per camera.
 
-    ``put`` replaces a job nobody has taken yet and returns True when it did,
-    so that when inference is slower than the camera the worker always gets
-    the newest frame: no queue grows, latency stays bounded, and every
-    replaced job is a counted drop.
+    ``put`` replaces the job a camera's slot still holds and returns True when
+    it did, so that when inference is slower than the cameras the worker
+    always gets each camera's newest frame: no queue grows, latency stays
+    bounded, and every replaced job is a counted drop. ``take`` hands over
+    every pending job at once, so the cameras ready together are matched as
+    one batch.
     """
 
     def __init__(self) -> None:
-        self._item: T | None = None
-        self._has_item = False
+        self._items: dict[Any, T] = {}
         self._closed = False
         self._condition = threading.Condition()
 
-    def put(self, item: T) -> bool:
+    def put(self, key: Any, item: T) -> bool:
         with self._condition:
-            replaced = self._has_item
-            self._item, self._has_item = item, True
+            replaced = key in self._items
+            self._items[key] = item
             self._condition.notify()
             return replaced
 
-    def take(self, timeout: float | None = None) -> T | None:
-        """The pending job, waiting up to ``timeout``; None on timeout or after :meth:`close`."""
+    def take(self, timeout: float | None = None) -> list[T]:
+        """The pending jobs (oldest camera first), waiting up to ``timeout``; [] on timeout or after :meth:`close`."""
         with self._condition:
-            self._condition.wait_for(lambda: self._has_item or self._closed, timeout)
-            if not self._has_item:
-                return None
-            item, self._item, self._has_item = self._item, None, False
-            return item
+            self._condition.wait_for(lambda: self._items or self._closed, timeout)
+            items, self._items = list(self._items.values()), {}
+            return items
 
     def close(self) -> None:
         with self._condition:
             self._closed = True
             self._condition.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

@@ -47,13 +47,31 @@ def image_message(frame: dict[str, Any]) -> Image | CompressedImage:
     else:
         pixels = np.load(frame["file"]) if frame.get("file") else np.zeros((0, 0), np.uint8)
         msg = Image(height=frame.get("height", pixels.shape[0]), width=frame.get("width", pixels.shape[1] if
-                                                                                  pixels.ndim > 1 else 0),
+                                                                                 pixels.ndim > 1 else 0),
                     encoding=frame["encoding"], is_bigendian=0)
         msg.step = frame.get("step", int(pixels.strides[0]) if pixels.size else 0)
         msg.data = array.array("B", np.ascontiguousarray(pixels).tobytes())
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
     msg.header.frame_id = frame.get("frame_id", "camera")
     return msg
+
+
+def change_state(node: Any, target: str, transition: str, spin_until) -> list:
+    """Request a lifecycle transition ("configure", "activate", ...) of the node; [success, state after]."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    change = node.create_client(ChangeState, f"{target}/change_state")
+    get = node.create_client(GetState, f"{target}/get_state")
+    change.wait_for_service(timeout_sec=30)
+    request = ChangeState.Request()
+    request.transition.id = getattr(Transition, f"TRANSITION_{transition.upper()}")
+    future = change.call_async(request)
+    spin_until(future.done, time.monotonic() + 60)
+    state = get.call_async(GetState.Request())
+    spin_until(state.done, time.monotonic() + 10)
+    return [bool(future.result() and future.result().success),
+            state.result().current_state.label if state.result() else ""]
 
 
 def parameter_message(name: str, value: Any) -> Parameter:
@@ -65,19 +83,24 @@ def main(spec_path: str, out_path: str) -> None:
     rclpy.init()
     node = rclpy.create_node("fake_camera")
     received: dict[str, list] = {"matches": [], "matches_cdr": [], "homography": [], "diagnostics": [],
-                                 "debug_images": []}
+                                 "debug_images": [], "states": []}
     ns = spec.get("namespace", "/superglue")
-    node.create_subscription(Matches, f"{ns}/matches", lambda m: received["matches"].append(to_plain(m)), 10)
-    node.create_subscription(Matches, f"{ns}/matches", lambda raw: received["matches_cdr"].append(raw.hex()), 10,
-                             raw=True)
-    node.create_subscription(Homography, f"{ns}/homography",
-                             lambda m: received["homography"].append(to_plain(m)), 10)
+    cameras = spec.get("cameras", [""])
+    received["matches_by_camera"] = {camera: [] for camera in cameras}
+    for camera in cameras:
+        prefix = f"{ns}/{camera + '/' if camera else ''}"
+        node.create_subscription(Matches, f"{prefix}matches", lambda m, c=camera: (
+            received["matches"].append(to_plain(m)), received["matches_by_camera"][c].append(to_plain(m))), 10)
+        node.create_subscription(Homography, f"{prefix}homography",
+                                 lambda m: received["homography"].append(to_plain(m)), 10)
+    node.create_subscription(Matches, f"{ns}/{cameras[0] + '/' if cameras[0] else ''}matches",
+                             lambda raw: received["matches_cdr"].append(raw.hex()), 10, raw=True)
     if spec.get("watch_debug_image"):
         node.create_subscription(Image, f"{ns}/debug_image", lambda m: received["debug_images"].append(
             {"encoding": m.encoding, "height": m.height, "width": m.width, "bytes": len(m.data)}), 10)
-    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: received["diagnostics"].append(
-        {kv.key: kv.value for kv in m.status[0].values} | {"_level": m.status[0].level[0],
-                                                           "_message": m.status[0].message}), 10)
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: received["diagnostics"].extend(
+        {kv.key: kv.value for kv in status.values} | {"_level": status.level[0], "_message": status.message,
+                                                      "_name": status.name} for status in m.status), 10)
     qos = qos_profile_sensor_data if spec.get("reliability", "best_effort") == "best_effort" else \
         QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     publishers = {}
@@ -94,11 +117,15 @@ def main(spec_path: str, out_path: str) -> None:
             rclpy.spin_once(node, timeout_sec=0.05)
         return condition()
 
+    results: dict[str, Any] = {"set_parameters": [], "transitions": []}
+    for transition in spec.get("lifecycle", []):
+        results["transitions"].append(change_state(node, spec["node"], transition, spin_until))
+    first_output = f"{ns}/{cameras[0] + '/' if cameras[0] else ''}matches"
     connected = spin_until(lambda: all(p.get_subscription_count() > 0 for p in publishers.values())
-                           and node.count_publishers(f"{ns}/matches") > 0
+                           and node.count_publishers(first_output) > 0
                            and (not spec.get("watch_debug_image") or node.count_publishers(f"{ns}/debug_image") > 0),
                            deadline)
-    results: dict[str, Any] = {"connected": connected, "set_parameters": []}
+    results["connected"] = connected
     if spec.get("set_parameters"):
         client = node.create_client(SetParameters, f"{spec['node']}/set_parameters")
         client.wait_for_service(timeout_sec=20)
@@ -107,6 +134,15 @@ def main(spec_path: str, out_path: str) -> None:
             rclpy.spin_until_future_complete(node, future, timeout_sec=20)
             outcome = future.result().results[0]
             results["set_parameters"].append([outcome.successful, outcome.reason])
+    if spec.get("get_parameters"):
+        from rcl_interfaces.srv import GetParameters
+
+        client = node.create_client(GetParameters, f"{spec['node']}/get_parameters")
+        client.wait_for_service(timeout_sec=20)
+        future = client.call_async(GetParameters.Request(names=spec["get_parameters"]))
+        rclpy.spin_until_future_complete(node, future, timeout_sec=20)
+        results["parameters"] = {name: RosParameter.from_parameter_msg(Parameter(name=name, value=value)).value
+                                 for name, value in zip(spec["get_parameters"], future.result().values)}
     for frame in spec["frames"]:
         publishers[frame["topic"]].publish(image_message(frame))
         spin_until(lambda: False, time.monotonic() + frame.get("delay", 0.0))
@@ -115,6 +151,8 @@ def main(spec_path: str, out_path: str) -> None:
                and len(received["debug_images"]) >= (expected if spec.get("watch_debug_image") else 0), deadline)
     settle_until = time.monotonic() + spec.get("settle", 0.0)
     spin_until(lambda: False, settle_until)
+    for transition in spec.get("lifecycle_after", []):
+        results["transitions"].append(change_state(node, spec["node"], transition, spin_until))
     results.update(received)
     open(out_path, "w").write(json.dumps(results))
     node.destroy_node()
