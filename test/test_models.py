@@ -211,7 +211,7 @@ def official_gnn(gnn, desc0: torch.Tensor, desc1: torch.Tensor) -> tuple[torch.T
 def test_gnn_equals_the_official_formulation(training):
     """Folded merge/BatchNorm and head-major views compute the official layer, with and
     without gradients (the no-gradient path caches its derived weights)."""
-    from superglue_ros.models.superglue import AttentionalGNN
+    from superglue_ros.models.attention import AttentionalGNN
 
     torch.manual_seed(0)
     gnn = AttentionalGNN(64, ["self", "cross"], num_heads=4)
