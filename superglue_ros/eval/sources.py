@@ -104,15 +104,20 @@ def expected_pairs(frame_count: int, config: EvalConfig) -> int:
     return count if config.max_pairs is None else min(count, config.max_pairs)
 
 
-def sequential_pairs(bag: Bag, config: EvalConfig, decode: Decoder) -> Iterator[Pair]:
-    """Every ``stride``-th frame matched against the previous selected one (reference = older)."""
-    previous: ImageFrame | None = None
+def selected_frames(bag: Bag, config: EvalConfig, decode: Decoder) -> Iterator[ImageFrame]:
+    """Every ``stride``-th frame of the topic that decodes (the others are skipped and counted)."""
     for raw in bag.raw_frames([config.topic]):
         if raw.index % config.stride:
             continue
         frame = decode(raw)
-        if frame is None:
-            continue
+        if frame is not None:
+            yield frame
+
+
+def sequential_pairs(bag: Bag, config: EvalConfig, decode: Decoder) -> Iterator[Pair]:
+    """Every ``stride``-th frame matched against the previous selected one (reference = older)."""
+    previous: ImageFrame | None = None
+    for frame in selected_frames(bag, config, decode):
         if previous is not None:
             yield Pair(previous, frame, decode.take())
         previous = frame
@@ -128,17 +133,12 @@ def synthetic_pairs(bag: Bag, config: EvalConfig, decode: Decoder,
     of frame i is seeded by (seed, i, k), with k left out for the first warp
     so that one-warp runs keep their pairs.
     """
-    for raw in bag.raw_frames([config.topic]):
-        if raw.index % config.stride:
-            continue
-        frame = decode(raw)
-        if frame is None:
-            continue
+    for frame in selected_frames(bag, config, decode):
         gray = np.rint(to_gray_float(frame.image) * 255.0).astype(np.uint8)
         gray = resize_gray(gray, resized_shape(gray.shape[0], gray.shape[1], resize))
         reference = ImageFrame(frame.index, frame.topic, frame.log_time, frame.stamp, gray)
         for k in range(config.warps):
-            rng = np.random.default_rng([config.seed, raw.index, *([k] if k else [])])
+            rng = np.random.default_rng([config.seed, frame.index, *([k] if k else [])])
             h = sample_homography(rng, gray.shape[0], gray.shape[1], config.strength)
             warped = warp_image(gray, h, rng, photometric=config.photometric)
             current = ImageFrame(frame.index, f"{frame.topic} (warped)", frame.log_time, frame.stamp, warped)
