@@ -18,14 +18,13 @@ from typing import Any
 from .geometry import homography
 from .inference import loading, matcher, preprocess
 from .models import superglue, superpoint
-from .models.types import MAX_KEYPOINTS
+from .models.types import DEFAULT_BUDGET, MAX_KEYPOINTS
 from .settings import Setting
 
 SCOPES = ("node", "launch", "cli")
 # Where a value goes: matcher construction, the extractor or SuperGlue (run-time `configure`),
 # the homography, stereo pairing or the node itself.
 TARGETS = ("matcher", "extractor", "superglue", "homography", "pairing", "node")
-APPLICATION_KEYPOINTS = 1024  # the budget every front end runs with unless told otherwise
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter(preprocess.RESIZE_WIDTH, "matcher", (NODE, LAUNCH), True),
     Parameter(preprocess.RESIZE_HEIGHT, "matcher", (NODE, LAUNCH), True),
     Parameter(preprocess.MAX_IMAGE_PIXELS, "matcher", SCOPES),
-    Parameter(replace(MAX_KEYPOINTS, default=APPLICATION_KEYPOINTS), "extractor", SCOPES),
+    Parameter(replace(MAX_KEYPOINTS, default=DEFAULT_BUDGET), "extractor", SCOPES),
     Parameter(_setting(superpoint.SETTINGS, "keypoint_threshold", default=None), "extractor", SCOPES),
     Parameter(_setting(superpoint.SETTINGS, "nms_radius", default=None), "extractor", SCOPES),
     Parameter(_setting(superglue.SETTINGS, "sinkhorn_iterations", default=None), "superglue", SCOPES),

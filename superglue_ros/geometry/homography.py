@@ -90,14 +90,12 @@ def refit(points0: np.ndarray, points1: np.ndarray, h: np.ndarray) -> np.ndarray
 
     OpenCV's RANSAC and LMedS return the model of their best minimal sample,
     polished by a few Levenberg-Marquardt steps. A least-squares fit over
-    every inlier is more accurate (+0.9 to 3.3 AUC@3px on the synthetic
-    homography benchmark), but it weighs an inlier 2.9 px off as much as
-    one 0.1 px off. Reweighting by a Cauchy function of each residual,
-    scaled by the residuals' own spread, lets the precise majority decide:
-    another +1.1 to 3.3 AUC@3px for SuperGlue and both descriptor baselines
-    on the validation, held-out and freiburg benchmarks (SIFT, 1024
-    keypoints; see the model card). Under purely Gaussian noise it is a
-    little less accurate than the plain fit; real keypoints are not that.
+    every inlier is more accurate, but it weighs an inlier 2.9 px off as
+    much as one 0.1 px off. Reweighting by a Cauchy function of each
+    residual, scaled by the residuals' own spread, lets the precise majority
+    decide (its gain on the synthetic homography benchmark is recorded in
+    docs/experiments/). Under purely Gaussian noise it is a little less
+    accurate than the plain fit; real keypoints are not that.
     """
     fitted, _ = cv2.findHomography(points0, points1, 0)
     if fitted is None or degeneracy(fitted):

@@ -105,7 +105,7 @@ class Matcher:
     precision: "fp32" (exact, default), or "bf16" / "fp16" autocast for SuperGlue's
         projections and attention (keypoint normalisation and Sinkhorn stay
         float32). SuperPoint stays float32 but runs channels-last in the fast
-        modes: bf16 descriptors changed ~8% of the matches.
+        modes, because bf16 descriptors change a share of the matches.
     profile: split SuperGlue's time into GNN and Sinkhorn and, on CUDA, synchronise
         around every stage so that per-stage times are true (costs a little).
     backend: "torch", or "onnxruntime" to run the exported ONNX graphs (fp32 only),

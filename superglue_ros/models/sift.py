@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from ..settings import Setting, check_all, defaults, merge_config, reconfigure
-from .types import MAX_KEYPOINTS, Features
+from .types import DEFAULT_BUDGET, MAX_KEYPOINTS, Features
 
 DESCRIPTOR_DIM = 128
 SETTINGS: tuple[Setting, ...] = (
-    replace(MAX_KEYPOINTS, default=1024),
+    replace(MAX_KEYPOINTS, default=DEFAULT_BUDGET),
     Setting("contrast_threshold", float, 0.04, "SIFT's contrast threshold: lower finds more keypoints in "
             "plain images", 0.0, 1.0),
     Setting("edge_threshold", float, 10.0, "SIFT's edge threshold", 0.0, None),

@@ -12,6 +12,9 @@ import torch
 
 from ..settings import Setting
 
+# The keypoint budget the package runs extractors with unless told otherwise (SuperPoint's own default,
+# the reference's, is -1: no limit).
+DEFAULT_BUDGET = 1024
 # The one setting every keypoint extractor (SuperPoint, SIFT) has, with one meaning.
 MAX_KEYPOINTS = Setting("max_keypoints", int, -1, "keypoint budget per image (the strongest are kept), "
                         "-1 for no limit", 1, None, special=(-1,))

@@ -22,6 +22,7 @@ from ..io import atomic_path, image_files
 from ..models.optimal_transport import extract_matches
 from ..models.sift import SIFT
 from ..models.superglue import SuperGlue
+from ..models.types import DEFAULT_BUDGET
 from .batches import Batch, load_gray, split_images, step_batches, validation_batches
 from .config import DESCRIPTOR_DIMS, RUN_FIELDS, TrainConfig, extractor_config, superglue_config
 
@@ -194,5 +195,6 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
             "wall_time_s_this_run": round(time.perf_counter() - began, 1), "history": history,
             "train_config": {k: v for k, v in dataclasses.asdict(config).items() if k in RUN_FIELDS}}
     meta["train_config"]["crop"] = list(config.crop)
-    save_open_model(config.out, model.cpu(), extractor_config(config.extractor, 1024, config.contrast_threshold), meta)
+    extractor = extractor_config(config.extractor, DEFAULT_BUDGET, config.contrast_threshold)
+    save_open_model(config.out, model.cpu(), extractor, meta)
     return meta
