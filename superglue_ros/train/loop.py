@@ -195,6 +195,6 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
             "wall_time_s_this_run": round(time.perf_counter() - began, 1), "history": history,
             "train_config": {k: v for k, v in dataclasses.asdict(config).items() if k in RUN_FIELDS}}
     meta["train_config"]["crop"] = list(config.crop)
-    extractor = extractor_config(config.extractor, DEFAULT_BUDGET, config.contrast_threshold)
-    save_open_model(config.out, model.cpu(), extractor, meta)
+    stored = extractor_config(config.extractor, DEFAULT_BUDGET, config.contrast_threshold)
+    save_open_model(config.out, model.cpu(), stored, meta)
     return meta
