@@ -8,6 +8,7 @@ Frames are 320x240 and the network runs at 160 px with 128 keypoints and
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -437,3 +438,58 @@ def test_ground_truth_poses_give_pose_metrics(tmp_path: Path, frames: list[np.nd
     assert pose["auc"] == pytest.approx(
         {f"{t:g}deg": v for t, v in metrics.error_auc(errors, metrics.POSE_AUC_THRESHOLDS).items()})
     assert "Relative pose" in (tmp_path / "out" / "report.html").read_text()
+
+
+@pytest.fixture(scope="module")
+def rendered_pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three rendered 3D scene pairs with ground-truth poses, as `superglue-ros pairs scenes` writes them."""
+    folder = tmp_path_factory.mktemp("rendered")
+    assert main(["pairs", "scenes", "--out", str(folder), "--count", "3", "--seed", "4", "--size", "320", "240",
+                 "--no-progress"]) == 0
+    return folder
+
+
+def test_pair_list_is_scored_as_the_reference_scores_it(rendered_pairs: Path, tmp_path: Path,
+                                                        weights_args: list[str], capsys) -> None:
+    """A pair list with poses: every matcher's pose AUC, precision and matching score, recomputed here from
+    the records; a line with names only is matched and reported without scores."""
+    pairs = rendered_pairs / "pairs.txt"
+    lines = pairs.read_text().splitlines()
+    names_only = tmp_path / "pairs.txt"
+    names_only.write_text("\n".join(lines + [" ".join(lines[0].split()[:2])]) + "\n")
+    out = tmp_path / "out"
+    code = main(["eval", str(names_only), "--images", str(rendered_pairs), "--resize", "320", "240", "--out", str(out),
+                 *weights_args, "--max-keypoints", "128", "--sinkhorn-iterations", "20", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "pose AUC@5/10/20deg" in printed and "MNN+ratio" in printed
+    document = json.loads((out / "metrics.json").read_text())
+    records, pose = document["pairs"], document["summary"]["pose"]
+    assert len(records) == 4 and records[3].get("pose") is None and pose["scored_pairs"] == 3
+    assert set(pose["auc"]) == {"5deg", "10deg", "20deg"} and set(pose["baselines"]) == {"mnn", "mnn_ratio"}
+    for name, scores in [("superglue", pose)] + list(pose["baselines"].items()):
+        errors = [r["pose"][name]["error"] for r in records[:3]]
+        expected = metrics.error_auc([math.inf if e is None else e for e in errors], metrics.POSE_AUC_THRESHOLDS)
+        aucs = [scores["auc"][f"{t:g}deg"] for t in metrics.POSE_AUC_THRESHOLDS]
+        assert aucs == pytest.approx(list(expected.values()))
+        assert scores["precision"] == pytest.approx(np.mean([r["pose"][name]["precision"] for r in records[:3]]))
+        assert 0 <= scores["matching_score"] <= 1
+    assert not (out / "matches_bag").exists() and "Relative pose" in (out / "report.html").read_text()
+
+
+def test_unreadable_pairs_are_skipped_and_counted(rendered_pairs: Path, tmp_path: Path, weights_args: list[str],
+                                                  capsys) -> None:
+    images = tmp_path / "images"
+    shutil.copytree(rendered_pairs, images)
+    first = (rendered_pairs / "pairs.txt").read_text().splitlines()[0].split()[0]
+    (images / first).write_bytes((images / first).read_bytes()[:200])  # truncated PNG
+    out = tmp_path / "out"
+    code = main(["eval", str(images / "pairs.txt"), "--images", str(images), "--out", str(out), *weights_args,
+                 "--max-keypoints", "64", "--sinkhorn-iterations", "10", "--no-progress"])
+    assert code == 0 and "skipped 1 (truncated 1)" in capsys.readouterr().out
+    skipped = json.loads((out / "metrics.json").read_text())["summary"]["skipped_frames"]
+    assert skipped["total"] == 1 and "truncated PNG" in skipped["examples"][0]
+    code = main(["eval", str(images / "pairs.txt"), "--images", str(images), "--out", str(out), *weights_args,
+                 "--max-bad-frames", "0", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "more than --max-bad-frames 0" in err and len(err.strip().splitlines()) == 1

@@ -223,3 +223,21 @@ def test_pose_rejects_outliers_and_needs_five_matches():
     assert scores["rotation_error"] == scores["translation_error"] == scores["error"] == math.inf
     empty = pose_scores(np.zeros((0, 2)), kpts1, np.zeros(0, int), K_VGA, K_VGA, T_GOOD)
     assert (empty["precision"], empty["matching_score"], empty["correct"]) == (0.0, 0.0, 0)
+
+
+def test_real_stereo_pairs_have_a_consistent_ground_truth(tmp_path):
+    """The assembled real pairs: the chessboard corners of the undistorted views satisfy the calibrated
+    rig's epipolar geometry, and every line parses."""
+    from superglue_ros.data.real_pairs import OPENCV_DATA, corners, write_real_pairs
+
+    if not (OPENCV_DATA / "left01.jpg").is_file():
+        pytest.skip("opencv-doc is not installed (apt-get install opencv-doc); .ci/run installs it")
+    path, missing = write_real_pairs(tmp_path)
+    entries = [parse_line(line, number) for number, line in enumerate(path.read_text().splitlines(), 1)]
+    assert len(entries) >= 14 and all(entry.truth is not None for entry in entries)
+    board = next(entry for entry in entries if entry.name0.startswith("chessboard"))
+    image0, image1 = (cv2.imread(str(tmp_path / name), cv2.IMREAD_GRAYSCALE) for name in (board.name0, board.name1))
+    points0, points1 = corners(image0), corners(image1)
+    errors = epipolar_errors(points0.reshape(-1, 2), points1.reshape(-1, 2), board.truth.t_0to1, board.truth.k0,
+                             board.truth.k1)
+    assert np.median(errors) < EPIPOLAR_THRESHOLD / 10

@@ -295,3 +295,21 @@ def test_the_contrast_threshold_trained_with_is_the_one_matching_and_fine_tuning
     assert load_open_model(tuned)[0].config["contrast_threshold"] == 0.01
     with pytest.raises(ValueError, match="SIFT only"):
         extractor_config("superpoint", 10, 0.01)
+
+
+def test_training_on_rendered_scenes(image_dir: Path, tmp_path: Path) -> None:
+    """Scene pairs are labelled through depth (occluded keypoints unmatched), drawn by (seed, step) like the
+    homography pairs, and one in ten is kept for validation."""
+    from superglue_ros.train.scene_pairs import SceneSet
+
+    assert main(["pairs", "scenes", "--out", str(tmp_path / "scenes"), "--count", "10", "--seed", "6",
+                 "--size", "320", "240", "--no-progress"]) == 0
+    scenes = SceneSet(tmp_path / "scenes")
+    assert (len(scenes.train), len(scenes.validation)) == (9, 1)
+    config = tiny_config(image_dir, tmp_path / "m.pt", scenes=str(tmp_path / "scenes"), scene_share=1.0)
+    extractor = SIFT(max_keypoints=64)
+    first, again = (training_batch([], extractor, config, 3, scenes) for _ in range(2))
+    assert torch.equal(first.gt0, again.gt0) and torch.equal(first.keypoints1, again.keypoints1)
+    assert (first.gt0 >= 0).any() and (first.gt0 == -1).any()
+    meta = train(config, progress=False)
+    assert meta["train_config"]["scenes"] == str(tmp_path / "scenes") and meta["history"]

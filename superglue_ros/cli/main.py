@@ -21,7 +21,7 @@ from .options import Parser
 
 __all__ = ["CommandError", "Terminated", "build_parser", "main"]
 
-COMMAND_MODULES = ("bench", "match", "node", "eval", "compare", "weights", "train", "export_onnx")
+COMMAND_MODULES = ("bench", "match", "node", "eval", "compare", "pairs", "weights", "train", "export_onnx")
 
 
 class Terminated(KeyboardInterrupt):

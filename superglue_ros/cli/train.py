@@ -59,6 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="draw each training warp's strength from [1, S]: rotations up to 25*S degrees, "
                              "scale changes up to 1.25**S, more perspective; validation stays at 1 "
                              "(default: %(default)s)")
+    parser.add_argument("--scenes", metavar="DIR",
+                        help="also train on the rendered 3D pairs of this folder (superglue-ros pairs scenes): real "
+                             "parallax and occlusion, labelled from depth; one pair in ten validates")
+    parser.add_argument("--scene-share", type=finite_float("--scene-share", 0.0, 1.0), default=0.5, metavar="F",
+                        help="with --scenes: the share of training pairs that are scene pairs (default: %(default)s)")
     parser.add_argument("--crop", type=positive_int("--crop", 16), nargs=2, metavar=("H", "W"), default=(360, 480),
                         help="size of the random training views (default: %(default)s)")
     parser.add_argument("--checkpoint-every", type=positive_int("--checkpoint-every"), default=100,
@@ -103,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--images {args.images}: not a folder")
     if min(args.crop) < 16:
         raise CommandError("--crop H W must be at least 16 pixels each")
+    if args.scenes and not (Path(args.scenes) / "pairs.txt").is_file():
+        raise CommandError(f"--scenes {args.scenes}: no pairs.txt (make one with superglue-ros pairs scenes)")
     if args.resume and not Path(args.resume).is_file():
         raise CommandError(f"--resume {args.resume}: no such file")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -118,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
                          num_keypoints=args.keypoints, min_keypoints=args.min_keypoints,
                          keypoint_imbalance=args.keypoint_imbalance, layers=args.layers, init=args.init,
                          crop=tuple(args.crop), workers=args.workers, scale_orientation=args.scale_orientation,
-                         contrast_threshold=args.contrast_threshold, max_strength=args.max_strength)
+                         contrast_threshold=args.contrast_threshold, max_strength=args.max_strength,
+                         scenes=args.scenes, scene_share=args.scene_share)
     try:
         meta = train(config)
     except (FileNotFoundError, ValueError, WeightsError) as error:  # ImageReadError is a ValueError

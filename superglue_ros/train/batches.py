@@ -23,12 +23,14 @@ import numpy as np
 import torch
 
 from ..data.homographies import ground_truth_matches, photometric_noise, sample_homography, warp_image
+from ..data.pair_list import PairEntry
 from ..inference.model_files import build_extractor
 from ..io import read_image
 from ..models.sift import SIFT
 from ..models.superpoint import SuperPoint
 from ..models.types import Features
 from .config import TrainConfig, extractor_config
+from .scene_pairs import SceneSet, SceneTruth
 
 PREFERRED_TRIES, MAX_TRIES = 10, 100  # random views drawn per pair (see sample_pair)
 VALIDATION_EVERY_NTH = 10  # one image in ten (by a hash of its name) validates instead of training
@@ -36,11 +38,18 @@ VALIDATION_EVERY_NTH = 10  # one image in ten (by a hash of its name) validates 
 
 @dataclass(frozen=True)
 class Pair:
-    """One training or validation example: features of both images and the true warp."""
+    """One training or validation example: features of both images and what labels them, the true
+    warp of a homography pair or the depth and pose of a rendered scene pair."""
 
     features0: Features
     features1: Features
-    h: np.ndarray
+    h: np.ndarray | None = None
+    scene: SceneTruth | None = None
+
+    def labels(self, keypoints0: np.ndarray, keypoints1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.scene is not None:
+            return self.scene.labels(keypoints0, keypoints1)
+        return ground_truth_matches(keypoints0, keypoints1, self.h)
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,18 @@ def sample_pair(images: Sequence[np.ndarray], rng: np.random.Generator, extracto
     raise ValueError(f"no keypoints found in {MAX_TRIES} random views of the images; are they blank?")
 
 
+def sample_scene_pair(scenes: SceneSet, entries: Sequence[PairEntry], rng: np.random.Generator,
+                      extractor: SIFT | SuperPoint, min_keypoints: int) -> Pair:
+    """A rendered pair (real parallax and occlusion), redrawn while it has too few keypoints."""
+    for attempt in range(MAX_TRIES):
+        image0, image1, truth = scenes.sample(entries, rng)
+        pair = Pair(extract(extractor, image0), extract(extractor, image1), scene=truth)
+        needed = min_keypoints if attempt < PREFERRED_TRIES else 1
+        if min(len(pair.features0), len(pair.features1)) >= needed:
+            return pair
+    raise ValueError(f"no keypoints found in {MAX_TRIES} rendered pairs of {scenes.folder}")
+
+
 def collate(pairs: Sequence[Pair], limits: tuple[int, int] | None = None) -> Batch:
     """Keep the strongest min-count (at most ``limits`` for image 0 and image 1) keypoints of every
     image, then label them under the known warps."""
@@ -147,8 +168,7 @@ def collate(pairs: Sequence[Pair], limits: tuple[int, int] | None = None) -> Bat
         n, m = min(n, limits[0]), min(m, limits[1])
     if n == 0 or m == 0:
         raise ValueError("every pair of a batch needs keypoints in both images")
-    labels = [ground_truth_matches(p.features0.keypoints[:n].numpy(), p.features1.keypoints[:m].numpy(), p.h)
-              for p in pairs]
+    labels = [p.labels(p.features0.keypoints[:n].numpy(), p.features1.keypoints[:m].numpy()) for p in pairs]
 
     def stack(side: int, field: str, count: int) -> torch.Tensor | None:
         rows = [getattr(p.features0 if side == 0 else p.features1, field) for p in pairs]
@@ -166,12 +186,19 @@ def collate(pairs: Sequence[Pair], limits: tuple[int, int] | None = None) -> Bat
 
 
 def training_batch(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint, config: TrainConfig,
-                   step: int) -> Batch:
-    """The batch of ``step``: identical whenever and however often it is drawn."""
+                   step: int, scenes: SceneSet | None = None) -> Batch:
+    """The batch of ``step``: identical whenever and however often it is drawn. With ``scenes``, each
+    pair is a rendered scene pair with probability ``config.scene_share`` (runs without scenes draw
+    no extra random number, so they keep their data)."""
     rng = np.random.default_rng([config.seed, 0, step])
     counts = step_keypoints(config, rng)
-    return collate([sample_pair(images, rng, extractor, config.crop, min(counts) // 2, config.max_strength)
-                    for _ in range(config.batch)], counts)
+    pairs = []
+    for _ in range(config.batch):
+        if scenes is not None and rng.random() < config.scene_share:
+            pairs.append(sample_scene_pair(scenes, scenes.train, rng, extractor, min(counts) // 2))
+        else:
+            pairs.append(sample_pair(images, rng, extractor, config.crop, min(counts) // 2, config.max_strength))
+    return collate(pairs, counts)
 
 
 def step_keypoints(config: TrainConfig, rng: np.random.Generator) -> tuple[int, int]:
@@ -206,6 +233,7 @@ class StepBatches(torch.utils.data.Dataset):
     def __init__(self, images: Sequence[np.ndarray], config: TrainConfig,
                  extractor: SIFT | SuperPoint | None = None) -> None:
         self.images, self.config, self.extractor = images, config, extractor
+        self.scenes = SceneSet(config.scenes) if config.scenes else None
 
     def __len__(self) -> int:
         return self.config.steps
@@ -214,7 +242,7 @@ class StepBatches(torch.utils.data.Dataset):
         if self.extractor is None:
             self.extractor = build_extractor(extractor_config(self.config.extractor, self.config.num_keypoints,
                                                               self.config.contrast_threshold))
-        return training_batch(self.images, self.extractor, self.config, step)
+        return training_batch(self.images, self.extractor, self.config, step, self.scenes)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "extractor": None}
@@ -238,6 +266,13 @@ def step_batches(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint, con
 
 def validation_batches(images: Sequence[np.ndarray], extractor: SIFT | SuperPoint,
                        config: TrainConfig) -> list[Batch]:
-    """Fixed validation pairs (one per batch, so none loses keypoints to a shorter partner)."""
-    return [collate([sample_pair(images, np.random.default_rng([config.seed, 1, k]), extractor, config.crop, 1)])
-            for k in range(config.val_pairs)]
+    """Fixed validation pairs (one per batch, so none loses keypoints to a shorter partner): homography
+    pairs of the validation images, and with scenes as many of the scene set's validation pairs."""
+    batches = [collate([sample_pair(images, np.random.default_rng([config.seed, 1, k]), extractor, config.crop, 1)])
+               for k in range(config.val_pairs)]
+    if config.scenes:
+        scenes = SceneSet(config.scenes)
+        batches += [collate([sample_scene_pair(scenes, [entry], np.random.default_rng([config.seed, 2, k]),
+                                               extractor, 1)])
+                    for k, entry in enumerate(scenes.validation[:config.val_pairs])]
+    return batches

@@ -7,7 +7,7 @@ from typing import Any
 # The run's identity: a resumed run takes these from its checkpoint.
 RUN_FIELDS = ("images", "extractor", "batch", "lr", "seed", "num_keypoints", "crop", "max_side",
               "layers", "sinkhorn_iterations", "val_pairs", "init", "min_keypoints",
-              "keypoint_imbalance", "scale_orientation", "contrast_threshold", "max_strength")
+              "keypoint_imbalance", "scale_orientation", "contrast_threshold", "max_strength", "scenes", "scene_share")
 DESCRIPTOR_DIMS = {"sift": 128, "superpoint": 256}
 
 
@@ -39,6 +39,8 @@ class TrainConfig:
     scale_orientation: bool = False
     contrast_threshold: float | None = None  # SIFT's; None keeps the front end's default
     max_strength: float = 1.0  # training warps' strength is drawn from [1, max_strength]; validation's is 1
+    scenes: str | None = None  # a folder of rendered 3D pairs (superglue-ros pairs scenes)
+    scene_share: float = 0.5  # with scenes: the share of each batch's pairs that are rendered scene pairs
 
 
 def superglue_config(descriptor_dim: int, layers: int, sinkhorn_iterations: int,

@@ -1,0 +1,64 @@
+"""`superglue-ros pairs scenes|real --out DIR`: pair lists with ground-truth poses, for `eval` and `train`.
+
+``scenes`` renders 3D scenes (rooms, corridors, facades, tabletops) textured
+with photographs; each pair is a pure function of (seed, index), so a
+validation split is fixed by its seed. ``real`` assembles real stereo pairs
+with known poses from data that installs from package registries.
+"""
+from __future__ import annotations
+
+import argparse
+
+from . import CommandError
+from .options import positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("pairs", help="make pair lists with ground-truth poses (rendered or real)",
+                                   description="Write image pairs and a pair list in the reference's format "
+                                               "(name0 name1 rot0 rot1 K0 K1 T_0to1), for `eval PAIRS.txt --images "
+                                               "DIR` and `train --scenes DIR`.")
+    kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
+    scenes = kinds.add_parser("scenes", help="render 3D scene pairs with depth maps")
+    scenes.add_argument("--out", required=True, metavar="DIR", help="folder for the images, depth maps and pairs.txt")
+    scenes.add_argument("--count", type=positive_int("--count"), default=100, help="pairs (default: %(default)s)")
+    scenes.add_argument("--seed", type=int, default=0,
+                        help="stream of pairs: use different seeds for training and validation (default: 0)")
+    scenes.add_argument("--textures", metavar="DIR", help="folder of photographs to texture the scenes with "
+                                                          "(default: procedural textures)")
+    scenes.add_argument("--size", type=positive_int("--size", 64, 4096), nargs=2, metavar=("W", "H"),
+                        default=(640, 480), help="image size (default: 640 480)")
+    scenes.add_argument("--no-progress", action="store_true", help="no progress bar")
+    real = kinds.add_parser("real", help="real stereo pairs with known poses (opencv-doc, scikit-image)")
+    real.add_argument("--out", required=True, metavar="DIR", help="folder for the images and pairs.txt")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..io import check_writable
+
+    check_writable(Path(args.out) / "pairs.txt")
+    if args.kind == "real":
+        from ..data.real_pairs import write_real_pairs
+
+        path, missing = write_real_pairs(args.out)
+        count = sum(1 for _ in path.open())
+        if not count:
+            raise CommandError(f"none of the sources is installed: {'; '.join(missing)}")
+        print(f"wrote {count} pairs to {path}" + (f"; not installed: {'; '.join(missing)}" if missing else ""))
+        return 0
+    from tqdm import tqdm
+
+    from ..data.scenes import generate, write_pair_list
+    from ..io import image_files, read_image
+
+    textures = None
+    if args.textures:
+        textures = [read_image(path) for path in image_files(args.textures)]
+    pairs = tqdm(generate(args.seed, args.count, tuple(args.size), textures), total=args.count, unit="pair",
+                 desc="render", disable=args.no_progress)
+    path = write_pair_list(args.out, pairs, [f"{args.seed}_{i:05d}" for i in range(args.count)])
+    print(f"wrote {args.count} pairs to {path}")
+    return 0
