@@ -49,14 +49,15 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"none of the sources is installed: {'; '.join(missing)}")
         print(f"wrote {count} pairs to {path}" + (f"; not installed: {'; '.join(missing)}" if missing else ""))
         return 0
+    import cv2
     from tqdm import tqdm
 
     from ..data.scenes import generate, write_pair_list
     from ..io import image_files, read_image
 
     textures = None
-    if args.textures:
-        textures = [read_image(path) for path in image_files(args.textures)]
+    if args.textures:  # as 8-bit colour, whatever the files hold (alpha, 16 bits, gray)
+        textures = [read_image(path, flags=cv2.IMREAD_COLOR) for path in image_files(args.textures)]
     pairs = tqdm(generate(args.seed, args.count, tuple(args.size), textures), total=args.count, unit="pair",
                  desc="render", disable=args.no_progress)
     path = write_pair_list(args.out, pairs, [f"{args.seed}_{i:05d}" for i in range(args.count)])
