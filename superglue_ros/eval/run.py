@@ -11,6 +11,7 @@ cannot be read past some message ends the run the same way, with the reason.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -256,14 +257,21 @@ def no_pairs_reason(config: EvalConfig, tally: FrameTally) -> str:
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait while the outputs are written, then act: a second Ctrl-C no longer
-    loses the partial report."""
-    blocked = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    """Ctrl-C and SIGTERM wait while the outputs are written, then act as they would have: a second
+    Ctrl-C no longer loses the partial report. (Python handles signals in the main thread only.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {number: signal.signal(number, lambda received, frame: pending.append(received))
+                for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if pending:
+            signal.raise_signal(pending[0])
 
 
 def build_document(config: EvalConfig, matcher: Matcher, run: Run, wall_s: float, expected: int,
