@@ -73,3 +73,94 @@ def test_bench_command_prints_and_writes_json(weight_files, tmp_path):
     assert set(report["stages_ms"]) == {"preprocess", "extract", "match", "gnn", "sinkhorn", "geometry"}
     assert report["pairs_per_second"] > 0 and 0.0 <= report["agreement_with_exact"] <= 1.0
     assert report["peak_rss_mb"] > 0
+
+
+# A stand-in with the reference's interface (its package layout, weight files beside the code, config dicts,
+# list outputs), built on this package's models: it tests the side-by-side harness, not the reference.
+STAND_IN_SUPERPOINT = '''
+from pathlib import Path
+import torch
+from superglue_ros.models.superpoint import SuperPoint as Ours
+
+class SuperPoint(torch.nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.model = Ours(max_keypoints=config["max_keypoints"])
+        self.model.load_state_dict(torch.load(Path(__file__).parent / "weights/superpoint_v1.pth"))
+
+    def forward(self, data):
+        f = self.model.extract(data["image"][0, 0])
+        return {"keypoints": [f.keypoints], "scores": [f.scores], "descriptors": [f.descriptors.T]}
+'''
+STAND_IN_SUPERGLUE = '''
+from pathlib import Path
+import torch
+from superglue_ros.models.superglue import SuperGlue as Ours, pad_features
+from superglue_ros.models.types import Features
+from superglue_ros.models.optimal_transport import log_optimal_transport
+
+class SuperGlue(torch.nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = dict(config)
+        self.model = Ours()
+        self.model.load_state_dict(torch.load(Path(__file__).parent / "weights/superglue_indoor.pth"))
+        self.bin_score = self.model.bin_score
+
+    def forward(self, data):
+        self.model.configure(sinkhorn_iterations=self.config["sinkhorn_iterations"])
+        feats = [Features(data[f"keypoints{i}"][0], data[f"scores{i}"][0], data[f"descriptors{i}"][0].T,
+                          tuple(data[f"image{i}"].shape[-2:])) for i in "01"]
+        return self.model(*pad_features([feats[0]], "cpu")[:4], *pad_features([feats[1]], "cpu")[:4])
+'''
+
+
+def test_side_by_side_harness_times_every_stage_interleaved(weight_files, tmp_path):
+    models = tmp_path / "checkout" / "models"
+    models.mkdir(parents=True)
+    (models / "superpoint.py").write_text(STAND_IN_SUPERPOINT)
+    (models / "superglue.py").write_text(STAND_IN_SUPERGLUE)
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "checkout").rglob("*"))
+    out = tmp_path / "side.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "superglue_ros", "bench", "--reference", str(tmp_path / "checkout"),
+         "--superpoint-weights", str(weight_files["superpoint"]), "--superglue-weights",
+         str(weight_files["superglue"]), "--resize", "160", "120", "--max-keypoints", "64",
+         "--sinkhorn-iterations", "5", "--pairs", "3", "--warmup", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert set(report["stages"]) == {"superpoint", "gnn", "sinkhorn", "pair", "stream"}
+    for stage, row in report["stages"].items():
+        assert row["reference_ms"]["median"] > 0 and row["ours_ms"]["median"] > 0, stage
+        assert row["ratio"]["min"] <= row["ratio"]["median"] <= row["ratio"]["max"]
+    assert "reference / ours" in done.stdout and "sinkhorn" in done.stdout
+    # the checkout is imported from a temporary copy: nothing is written into it (no weights, no __pycache__)
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "checkout").rglob("*")) == before
+
+
+def test_reference_that_is_not_a_checkout_is_refused(weight_files, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "superglue_ros", "bench", "--reference", str(tmp_path),
+         "--superpoint-weights", str(weight_files["superpoint"]), "--superglue-weights",
+         str(weight_files["superglue"]), "--resize", "160", "120", "--pairs", "1"],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 2 and "not a checkout of magicleap/SuperGluePretrainedNetwork" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_cameras_bench_reports_batched_and_one_by_one(weight_files, tmp_path):
+    out = tmp_path / "cameras.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "superglue_ros", "bench", "--cameras", "1", "3",
+         "--superpoint-weights", str(weight_files["superpoint"]), "--superglue-weights",
+         str(weight_files["superglue"]), "--resize", "160", "120", "--max-keypoints", "64",
+         "--sinkhorn-iterations", "5", "--pairs", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["cameras"]
+    assert [row["cameras"] for row in rows] == [1, 3]
+    for row in rows:
+        assert row["pairs_per_second_batched"] > 0 and row["pairs_per_second_one_by_one"] > 0
+        assert row["ratio_min"] <= row["throughput_ratio"] <= row["ratio_max"]
+        assert row["latency_ms_batched"] > 0

@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import os
 import urllib.request
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,3 +186,31 @@ def _stream(url: str, out, timeout: float, label: str,
     if total is not None and done != total:
         raise WeightsError(f"download of {url} was interrupted: {done} of {total} bytes")
     return b"".join(chunks)
+
+
+def deterministic_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Weights in the official layout drawn from each key's name alone (same every run, any machine),
+    scaled so that SuperPoint finds thousands of candidates and SuperGlue's scores are not flat: the
+    official architecture's speed without the non-commercial weights."""
+    out = {}
+    for key, value in model.state_dict().items():
+        generator = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+        shape = value.shape
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.tensor(0)
+        elif key == "bin_score":
+            out[key] = torch.tensor(1.0)
+        elif key.endswith("running_var"):
+            out[key] = 0.5 + torch.rand(shape, generator=generator)
+        elif key.endswith("running_mean"):
+            out[key] = 0.1 * torch.randn(shape, generator=generator)
+        elif key == "final_proj.weight":
+            out[key] = torch.eye(shape[0]).reshape(shape) + 0.02 * torch.randn(shape, generator=generator)
+        elif value.ndim >= 2:
+            gain = 0.25 if key.startswith("gnn.") else 0.05 if key.startswith("kenc.") else 1.0
+            out[key] = gain * torch.randn(shape, generator=generator) * (2.0 / max(1, shape[1:].numel())) ** 0.5
+        elif key.endswith("weight"):
+            out[key] = 1 + 0.1 * torch.randn(shape, generator=generator)
+        else:
+            out[key] = 0.05 * torch.randn(shape, generator=generator)
+    return out

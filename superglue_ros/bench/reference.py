@@ -1,0 +1,172 @@
+"""The public reference implementation timed beside this package, interleaved, in one process.
+
+A ratio to the reference means something only when both run on the same
+machine, at the same moment, on the same frames and weights. The user points
+``bench --reference DIR`` at a checkout of magicleap/SuperGluePretrainedNetwork
+that they fetched themselves: its ``models`` package is imported from a
+temporary copy (so the checkout is never touched and no code of it is
+vendored), with the same weight files as this package's models. Each
+repetition times one stage of both in turn, in alternating order, so drift
+of a shared machine falls on both; the ratio is taken repetition by
+repetition.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..inference.matcher import Matcher
+from ..models.superglue import SuperGlue, pad_features
+from ..models.superpoint import SuperPoint
+
+REFERENCE_PACKAGE = "superglue_reference_models"
+OFFICIAL_NAMES = {"superpoint": "superpoint_v1.pth", "superglue": "superglue_indoor.pth"}
+
+
+@dataclass
+class Timing:
+    """Seconds of one stage, per repetition, for the reference and for this package."""
+
+    reference: list[float] = field(default_factory=list)
+    ours: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        ratios = [r / o for r, o in zip(self.reference, self.ours) if o > 0]
+        return {"reference_ms": spread(self.reference, 1e3), "ours_ms": spread(self.ours, 1e3),
+                "ratio": spread(ratios)}
+
+
+def spread(values: Sequence[float], scale: float = 1.0) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "min": None, "max": None}
+    scaled = [v * scale for v in values]
+    return {"median": statistics.median(scaled), "min": min(scaled), "max": max(scaled)}
+
+
+class Reference:
+    """The reference's SuperPoint and SuperGlue, imported from a temporary copy of ``checkout/models``
+    whose ``weights`` folder holds the given state dicts under the official file names."""
+
+    def __init__(self, checkout: str | Path, states: dict[str, dict[str, torch.Tensor]], max_keypoints: int,
+                 iterations: int) -> None:
+        models = Path(checkout) / "models"
+        if not (models / "superglue.py").is_file() or not (models / "superpoint.py").is_file():
+            raise FileNotFoundError(f"{checkout} is not a checkout of magicleap/SuperGluePretrainedNetwork "
+                                    f"(no models/superpoint.py and models/superglue.py)")
+        self._folder = tempfile.TemporaryDirectory(prefix="superglue_ros_reference_")
+        package = Path(self._folder.name) / REFERENCE_PACKAGE
+        (package / "weights").mkdir(parents=True)
+        for name in ("__init__.py", "superpoint.py", "superglue.py"):
+            if (models / name).is_file():
+                shutil.copy(models / name, package / name)
+        (package / "__init__.py").touch()
+        for name, state in states.items():
+            torch.save(state, package / "weights" / OFFICIAL_NAMES[name])
+        sys.path.insert(0, self._folder.name)
+        try:
+            superpoint = importlib.import_module(f"{REFERENCE_PACKAGE}.superpoint")
+            superglue = importlib.import_module(f"{REFERENCE_PACKAGE}.superglue")
+        finally:
+            sys.path.remove(self._folder.name)
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded ... model"
+            self.superpoint = superpoint.SuperPoint({"max_keypoints": max_keypoints, "nms_radius": 4,
+                                                     "keypoint_threshold": 0.005}).eval()
+            self.superglue = superglue.SuperGlue({"weights": "indoor", "sinkhorn_iterations": iterations}).eval()
+        self.log_optimal_transport = superglue.log_optimal_transport
+        self.iterations = iterations
+
+    def extract(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The reference's SuperPoint on a (1, 1, H, W) image, in its input and output conventions."""
+        out = self.superpoint({"image": image})
+        return {"keypoints": out["keypoints"][0][None], "scores": out["scores"][0][None],
+                "descriptors": out["descriptors"][0][None]}
+
+    def match(self, image0: torch.Tensor, image1: torch.Tensor, features0: dict[str, torch.Tensor],
+              features1: dict[str, torch.Tensor], iterations: int | None = None) -> dict[str, torch.Tensor]:
+        self.superglue.config["sinkhorn_iterations"] = self.iterations if iterations is None else iterations
+        data = {"image0": image0, "image1": image1, **{f"{k}0": v for k, v in features0.items()},
+                **{f"{k}1": v for k, v in features1.items()}}
+        return self.superglue(data)
+
+    def close(self) -> None:
+        self._folder.cleanup()
+
+
+def timed(function: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def side_by_side(reference: Reference, matcher: Matcher, frames: Sequence[np.ndarray], repetitions: int,
+                 warmup: int = 1, progress: Callable[[], None] | None = None) -> dict[str, Timing]:
+    """Per stage, ``repetitions`` interleaved timings of both (order alternating), after ``warmup``.
+
+    superpoint: one image; gnn: SuperGlue up to the score matrix; sinkhorn: the
+    optimal transport of that matrix; pair: two fresh frames matched; stream:
+    a new frame matched against the previous one, whose features are kept.
+    """
+    timings = {stage: Timing() for stage in ("superpoint", "gnn", "sinkhorn", "pair", "stream")}
+    images = [torch.from_numpy(frame.astype(np.float32) / 255.0) for frame in frames]
+    our_superglue: SuperGlue = matcher.superglue
+    our_superpoint: SuperPoint = matcher.extractor
+    with torch.inference_mode():
+        for repetition in range(warmup + repetitions):
+            index = repetition % (len(images) - 1)
+            image0, image1 = images[index], images[index + 1]
+            ref0, ref1 = reference.extract(image0[None, None]), reference.extract(image1[None, None])
+            ours0, ours1 = our_superpoint.extract(image0), our_superpoint.extract(image1)
+            padded0, padded1 = pad_features([ours0], matcher.device)[:4], pad_features([ours1], matcher.device)[:4]
+            raw = our_superglue.score_stages(*padded0, *padded1)["raw_scores"]
+            stages = {
+                "superpoint": (lambda: reference.extract(image1[None, None]), lambda: our_superpoint.extract(image1)),
+                "gnn": (lambda: reference.match(image0[None, None], image1[None, None], ref0, ref1, iterations=0),
+                        lambda: our_superglue.score_stages(*padded0, *padded1)),
+                "sinkhorn": (lambda: reference.log_optimal_transport(
+                    raw, reference.superglue.bin_score, reference.iterations),
+                             lambda: our_superglue.optimal_transport(raw)),
+                "pair": (lambda: reference.match(image0[None, None], image1[None, None],
+                                                 reference.extract(image0[None, None]),
+                                                 reference.extract(image1[None, None])),
+                         lambda: matcher.match(frames[index], frames[index + 1])),
+                "stream": (lambda: reference.match(image0[None, None], image1[None, None], ref0,
+                                                   reference.extract(image1[None, None])),
+                           lambda: matcher.match(frames[index], frames[index + 1], ("stream", index),
+                                                 ("stream", index + 1 + repetition * len(images)))),
+            }
+            matcher.match(frames[index], frames[index], ("stream", index), ("stream", index))  # cache frame 0
+            for stage, (theirs, ours) in stages.items():
+                first, second = (theirs, ours) if repetition % 2 == 0 else (ours, theirs)
+                seconds = timed(first), timed(second)
+                if repetition >= warmup:
+                    t_ref, t_ours = seconds if repetition % 2 == 0 else seconds[::-1]
+                    timings[stage].reference.append(t_ref)
+                    timings[stage].ours.append(t_ours)
+            if progress is not None:
+                progress()
+    return timings
+
+
+def format_side_by_side(timings: dict[str, Timing], header: str) -> str:
+    lines = [header, "", f"{'stage':<12}{'reference ms':>22}{'ours ms':>22}{'reference / ours':>26}"]
+    for stage, timing in timings.items():
+        row = timing.as_dict()
+        cells = [f"{row[k]['median']:.1f} [{row[k]['min']:.0f}-{row[k]['max']:.0f}]"
+                 for k in ("reference_ms", "ours_ms")]
+        ratio = row["ratio"]
+        lines.append(f"{stage:<12}{cells[0]:>22}{cells[1]:>22}"
+                     f"{ratio['median']:>13.2f}x [{ratio['min']:.2f}-{ratio['max']:.2f}]")
+    return "\n".join(lines)
