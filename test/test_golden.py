@@ -111,13 +111,18 @@ def require_golden_convolutions(model: SuperPoint, reference: dict[str, np.ndarr
 
 @pytest.mark.parametrize("i", [0, 1])
 def test_superpoint_arithmetic_is_the_reference_forward(superpoint, reference, i):
-    """Pooling before ReLU, in-place ReLU and the strided max-pool change no bit of either head."""
+    """Pooling before ReLU, in-place ReLU and the strided max-pool (forward), and oneDNN strips with fused
+    ReLU (the inference path extract takes), change no bit of either head."""
     image = torch.from_numpy(reference[f"image{i}"])[None, None]
     with torch.no_grad():
-        logits, dense = superpoint(image)
         plain_logits, plain_dense = plain_reference_forward(superpoint, image)
-    assert torch.equal(logits, plain_logits)
-    assert torch.equal(dense, plain_dense)
+        logits, dense = superpoint(image)
+    with torch.inference_mode():
+        fast_logits, fast_dense = superpoint.heads(image)
+    for actual in (logits, fast_logits):
+        assert torch.equal(actual, plain_logits)
+    for actual in (dense, fast_dense):
+        assert torch.equal(actual, plain_dense)
 
 
 @pytest.mark.parametrize("i", [0, 1])

@@ -185,6 +185,71 @@ def test_strided_max_pool_equals_max_pool2d(shape):
     assert torch.equal(max_pool_2x2(x), torch.nn.functional.max_pool2d(x, kernel_size=2, stride=2))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(1, 1, 480, 640), (2, 1, 123, 251), (1, 1, 202, 168), (1, 1, 70, 90)])
+def test_inference_heads_are_the_forward_bit_for_bit(superpoint, shape, threads):
+    """The oneDNN path extract takes (strips, fused ReLU, reused buffers) changes no bit of either head, at
+    strip-aligned and ragged heights, batched, with one and two threads; small maps take the plain path."""
+    from superglue_ros.models import superpoint_onednn
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        images = torch.rand(shape, generator=torch.Generator().manual_seed(shape[2]))
+        with torch.no_grad():
+            expected = superpoint(images)
+        with torch.inference_mode():
+            layers = superpoint_onednn.plan(superpoint, shape)
+            for _ in range(2):  # the second call reuses the workspace
+                logits, dense = superpoint.heads(images)
+                assert torch.equal(logits, expected[0]) and torch.equal(dense, expected[1])
+    finally:
+        torch.set_num_threads(before)
+    if shape[2] >= 120:  # the pinned torch runs these through oneDNN: the fast path must really be taken
+        assert layers is not None
+
+
+def direct_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
+    """The reference's NMS written with max_pool2d's square window."""
+    def pool(x):
+        return torch.nn.functional.max_pool2d(x, kernel_size=2 * radius + 1, stride=1, padding=radius)
+
+    zeros = torch.zeros_like(scores)
+    is_max = scores == pool(scores)
+    for _ in range(2):
+        suppressed = pool(is_max.float()) > 0
+        remaining = torch.where(suppressed, zeros, scores)
+        is_max = is_max | ((remaining == pool(remaining)) & ~suppressed)
+    return torch.where(is_max, scores, zeros)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 3, 4, 7])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nms_equals_the_square_window_with_ties(radius, seed):
+    """Scores on a coarse grid of values, so that plateaus and ties (what decides NMS) are everywhere."""
+    from superglue_ros.models.superpoint import max_pool_nms
+
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 6, (2, 37, 53), generator=gen).float() / 5
+    assert torch.equal(max_pool_nms(scores, radius), direct_nms(scores, radius))
+
+
+@pytest.mark.parametrize("border", [0, 4, 20, 40])
+@pytest.mark.parametrize("budget", [-1, 0, 7, 10000])
+def test_keypoint_selection_order_and_borders(border, budget):
+    from superglue_ros.models.superpoint import select_keypoints
+
+    heat = torch.rand((50, 70), generator=torch.Generator().manual_seed(3))
+    keypoints, scores = select_keypoints(heat, 0.6, border, budget)
+    yx = torch.nonzero(heat > 0.6)
+    yx = yx[(yx[:, 0] >= border) & (yx[:, 0] < 50 - border) & (yx[:, 1] >= border) & (yx[:, 1] < 70 - border)]
+    expected = heat[yx[:, 0], yx[:, 1]]
+    if 0 <= budget < len(expected):
+        expected, order = torch.topk(expected, budget)
+        yx = yx[order]
+    assert torch.equal(scores, expected) and torch.equal(keypoints, yx.flip(1).float())
+
+
 def official_gnn(gnn, desc0: torch.Tensor, desc1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference's channel-first formulation, written out: separate Q/K/V and merge
     projections, dim-major heads (view(B, D/h, h, N)), and the MLP as stored. The MLP sees

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..settings import Setting, check_all, defaults, merge_config, reconfigure
+from . import superpoint_onednn
 from .types import MAX_KEYPOINTS, Features
 
 CELL = 8  # the encoder downsamples by 8; each detector bin covers an 8x8 cell
@@ -37,13 +38,27 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def max_filter_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
-    """Maximum over a window of 2*radius+1 along ``dim`` (same size, -inf beyond the edges)."""
-    length = x.shape[dim]
-    padded = F.pad(x.movedim(dim, -1), (radius, radius), value=float("-inf"))
-    out = padded[..., :length].clone()
-    for shift in range(1, 2 * radius + 1):
-        torch.maximum(out, padded[..., shift:shift + length], out=out)
-    return out.movedim(-1, dim)
+    """Maximum over a window of 2*radius+1 along ``dim`` (-1 or -2), same size, nothing beyond the edges.
+
+    By doubling: windows of span 1, 2, 4, ... then two overlapping ones, ceil(log2(2r+1)) passes instead of
+    2r. Max is exact, so the values are those of the direct window. On bool maps it is a logical or.
+    """
+    if radius == 0:
+        return x
+    window, length = 2 * radius + 1, x.shape[dim]
+    pad = (radius, radius) if dim == -1 else (0, 0, radius, radius)
+    if x.dtype == torch.bool:
+        m = F.pad(x.view(torch.uint8), pad, value=0).view(torch.bool)
+    else:
+        m = F.pad(x, pad, value=float("-inf"))
+    span = 1
+    while 2 * span <= window:
+        n = m.shape[dim] - span
+        m = torch.maximum(m.narrow(dim, 0, n), m.narrow(dim, span, n))
+        span *= 2
+    if span < window:
+        m = torch.maximum(m.narrow(dim, 0, length), m.narrow(dim, window - span, length))
+    return m
 
 
 def max_pool_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
@@ -51,19 +66,19 @@ def max_pool_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
 
     Two extra rounds recover maxima that were only suppressed by a
     neighbour which itself got suppressed, as the reference does. The square
-    max-pool is done as a row pass then a column pass: the same maxima (padding
-    is -inf either way), about ten times faster than max_pool2d's square window.
+    max-pool is a row pass then a column pass: the same maxima as
+    max_pool2d's square window (padding is -inf either way), much faster.
     """
     def pool(x: torch.Tensor) -> torch.Tensor:
         return max_filter_1d(max_filter_1d(x, radius, -1), radius, -2)
 
-    zeros = torch.zeros_like(scores)
+    zero = scores.new_zeros(())
     is_max = scores == pool(scores)
     for _ in range(2):
-        suppressed = pool(is_max.float()) > 0
-        remaining = torch.where(suppressed, zeros, scores)
+        suppressed = pool(is_max)  # some kept maximum lies within the window
+        remaining = torch.where(suppressed, zero, scores)
         is_max = is_max | ((remaining == pool(remaining)) & ~suppressed)
-    return torch.where(is_max, scores, zeros)
+    return torch.where(is_max, scores, zero)
 
 
 def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
@@ -104,14 +119,16 @@ def select_keypoints(heatmap: torch.Tensor, threshold: float, border: int,
                      max_keypoints: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Threshold, drop borders and keep the top-k of one (H, W) NMS'd heatmap.
 
-    Returns (N, 2) float (x, y) keypoints and their (N,) scores.
+    Returns (N, 2) float (x, y) keypoints and their (N,) scores. Thresholding
+    the interior view lists the keypoints in the raster order of filtering
+    the whole map, which is the reference's order when no budget applies.
     """
     height, width = heatmap.shape
-    yx = torch.nonzero(heatmap > threshold)
-    inside = ((yx[:, 0] >= border) & (yx[:, 0] < height - border)
-              & (yx[:, 1] >= border) & (yx[:, 1] < width - border))
-    yx = yx[inside]
-    scores = heatmap[yx[:, 0], yx[:, 1]]
+    inner = heatmap[border:max(border, height - border), border:max(border, width - border)]
+    yx = torch.nonzero(inner > threshold)
+    scores = inner[yx[:, 0], yx[:, 1]]
+    if border:
+        yx = yx + border
     if 0 <= max_keypoints < scores.shape[0]:
         scores, order = torch.topk(scores, max_keypoints, dim=0)
         yx = yx[order]
@@ -170,7 +187,18 @@ class SuperPoint(nn.Module):
         image: (H, W) float tensor in [0, 1] -> Features, or (B, 1, H, W) -> list of Features.
         Images smaller than one 8x8 cell have no keypoints and give empty Features.
         """
-        return extract_with(lambda images: self(images.to(self.convPa.weight.dtype)), image, self.config)
+        return extract_with(self.heads, image, self.config)
+
+    def heads(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` for inference: through oneDNN directly where the result is bit-identical and faster
+        (CPU float32, see superpoint_onednn), else ``forward`` itself."""
+        images = images.to(self.convPa.weight.dtype)
+        if (images.device.type == "cpu" and images.dtype == torch.float32 and not torch.is_grad_enabled()
+                and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()):
+            layers = superpoint_onednn.plan(self, tuple(images.shape))
+            if layers is not None:
+                return superpoint_onednn.onednn_heads(self, images, layers)
+        return self(images)
 
 
 def extract_with(heads: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], image: torch.Tensor,

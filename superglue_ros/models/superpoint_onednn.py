@@ -1,0 +1,135 @@
+"""SuperPoint's two heads on CPU float32 through oneDNN directly: the same bits as ``SuperPoint.forward``.
+
+On CPU, ``F.conv2d`` already runs these convolutions in oneDNN, but converts
+every input and output between torch's NCHW layout and oneDNN's blocked one
+and allocates a fresh full-resolution map per layer, whose pages the kernel
+faults in on every call. Here the tensors stay in oneDNN's layout from layer to
+layer, ReLU runs fused into the convolution, and the three pooled stages run
+over strips of rows, so that no full-resolution 64-channel map exists and the
+pooled outputs go into buffers reused between calls. Each strip reads two
+halo rows on either side, so every row it keeps saw exactly the inputs it sees
+in the whole image; oneDNN computes each output pixel the same way whatever the
+image height, so the kept rows are bit-identical (checked by the tests at
+several sizes and thread counts, against the plain reference forward).
+
+Wherever ``F.conv2d`` itself would not pick oneDNN for a layer (tiny images,
+one thread for the 1x1 heads, ``torch.backends.mkldnn`` disabled) or the torch
+build lacks the operators, the plain forward runs instead: the choice can never
+change a result, only the time.
+"""
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ONEDNN_BACKEND = getattr(getattr(torch._C, "_ConvBackend", None), "Mkldnn", None)
+_HAS_FUSED = hasattr(torch.ops.mkldnn, "_convolution_pointwise") if hasattr(torch.ops, "mkldnn") else False
+ENCODER = tuple(f"conv{stage}{half}" for stage in "1234" for half in "ab")
+HEADS = (("convPa", "convPb"), ("convDa", "convDb"))
+STRIP_ROWS = 32  # pooled output rows per strip (64 + 4 input rows)
+
+
+def conv_uses_onednn(conv: nn.Conv2d, shape: tuple[int, ...]) -> bool:
+    """Whether ``F.conv2d`` dispatches ``conv`` on an input of ``shape`` to oneDNN (torch's own rule)."""
+    if _ONEDNN_BACKEND is None or not _HAS_FUSED or not hasattr(torch._C, "_select_conv_backend"):
+        return False
+    if min(shape) < 1:
+        return False
+    probe = torch.empty(shape)  # never written or read: no pages are touched
+    try:
+        backend = torch._C._select_conv_backend(probe, conv.weight, conv.bias, list(conv.stride),
+                                                list(conv.padding), list(conv.dilation), False, [0, 0],
+                                                conv.groups, None)
+    except RuntimeError:  # e.g. a map smaller than the kernel
+        return False
+    return backend == _ONEDNN_BACKEND
+
+
+_PLANS: dict[tuple, dict[str, bool] | None] = {}
+
+
+def plan(model: nn.Module, shape: tuple[int, ...]) -> dict[str, bool] | None:
+    """Per layer, whether oneDNN runs it for this input shape; None when the encoder cannot stay in oneDNN's
+    layout throughout (then the plain forward runs). Cached per shape, thread count and mkldnn switch."""
+    key = (tuple(shape), torch.get_num_threads(), torch.backends.mkldnn.enabled, model.convDb.out_channels)
+    if key not in _PLANS:
+        batch, _, height, width = shape
+        layers = {}
+        for stage in "1234":
+            for half in "ab":
+                conv = getattr(model, f"conv{stage}{half}")
+                layers[f"conv{stage}{half}"] = conv_uses_onednn(conv, (batch, conv.in_channels, height, width))
+            if stage != "4":
+                height, width = height // 2, width // 2
+        for first, second in HEADS:
+            for name in (first, second):
+                conv = getattr(model, name)
+                layers[name] = conv_uses_onednn(conv, (batch, conv.in_channels, height, width))
+        needed = ENCODER + tuple(first for first, _ in HEADS)
+        _PLANS[key] = layers if all(layers[name] for name in needed) else None
+    return _PLANS[key]
+
+
+def fused_conv(x: torch.Tensor, conv: nn.Conv2d, relu: bool) -> torch.Tensor:
+    """oneDNN convolution (with ReLU fused in) of a oneDNN-layout tensor; the output stays in that layout."""
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+        "relu" if relu else "none", [], "")
+
+
+def pooled_stage(x: torch.Tensor, conv_a: nn.Conv2d, conv_b: nn.Conv2d, out: torch.Tensor,
+                 rows: int = STRIP_ROWS) -> torch.Tensor:
+    """out = maxpool2x2(relu(conv_b(relu(conv_a(x))))), computed strip by strip (see the module docstring).
+
+    The two halo rows on either side of a strip saw the strip's zero padding instead of the image; they are
+    cut after pooling (a pooled row comes from an even-aligned input row pair, and halos are 2 rows).
+    """
+    height, pooled = x.shape[2], x.shape[2] // 2
+    for q0 in range(0, pooled, rows):
+        q1 = min(pooled, q0 + rows)
+        r0, r1 = max(0, 2 * q0 - 2), min(height, 2 * q1 + 2)
+        y = fused_conv(fused_conv(x[:, :, r0:r1].contiguous().to_mkldnn(), conv_a, True), conv_b, True)
+        y = F.max_pool2d(y, 2, 2).to_dense()
+        skip = q0 - r0 // 2
+        out[:, :, q0:q1].copy_(y[:, :, skip:skip + q1 - q0])
+    return out
+
+
+class Workspace(threading.local):
+    """Per-thread buffers for the pooled stage outputs, reused from call to call (a fresh allocation of this
+    size costs more in page faults than the arithmetic that fills it). Thread-local so that two matchers in
+    two threads never share one; kept outside the model so that the model stays copyable and picklable."""
+
+    def get(self, key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        buffer = self.__dict__.get(key)
+        if buffer is None or buffer.shape != shape:
+            buffer = self.__dict__[key] = torch.empty(shape)
+        return buffer
+
+
+WORKSPACE = Workspace()
+
+
+def onednn_heads(model: nn.Module, images: torch.Tensor, layers: dict[str, bool],
+                 workspace: Workspace = WORKSPACE) -> tuple[torch.Tensor, torch.Tensor]:
+    """(detector logits, unit-norm dense descriptors), bit for bit those of ``SuperPoint.forward``.
+
+    Inference only: oneDNN-layout tensors carry no autograd. The outputs never alias the workspace."""
+    batch = images.shape[0]
+    x = images.contiguous()
+    for stage in "123":
+        conv_a, conv_b = getattr(model, f"conv{stage}a"), getattr(model, f"conv{stage}b")
+        shape = (batch, conv_b.out_channels, x.shape[2] // 2, x.shape[3] // 2)
+        x = pooled_stage(x, conv_a, conv_b, workspace.get(f"pool{stage}", shape))
+    x = fused_conv(fused_conv(x.to_mkldnn(), model.conv4a, True), model.conv4b, True)
+    outputs = []
+    for first, second in HEADS:
+        hidden = fused_conv(x, getattr(model, first), True)
+        conv = getattr(model, second)
+        outputs.append(fused_conv(hidden, conv, False).to_dense() if layers[second]
+                       else F.conv2d(hidden.to_dense(), conv.weight, conv.bias))
+    logits, raw = outputs
+    return logits, F.normalize(raw, p=2, dim=1)
