@@ -10,7 +10,9 @@ stored detector logits and swaps two near-tied keypoints. So exactness is
 checked in two machine-independent halves, the network's arithmetic against
 the plain reference forward on this machine (bit for bit) and the
 post-processing against the stored logits, and the stored end-to-end values
-are compared where this machine's convolutions reproduce them.
+are compared where this machine's convolutions reproduce them. SuperGlue's
+stored matches on the real frames contain exact ties, which a CPU with other
+rounding (an AVX-512 Xeon, the reference included) breaks the other way.
 """
 from __future__ import annotations
 
@@ -220,17 +222,39 @@ def test_freiburg_superpoint_with_rule_weights(freiburg, superpoint, reference):
         assert max_err(features.descriptors.T, freiburg[f"descriptors{i}"]) <= 1e-5
 
 
+def tied_keypoints(log_assignment: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints of each image whose mutual-nearest-neighbour test compares two scores within ``tolerance``.
+
+    With the rule's weights the score matrix is flat enough that some columns hold exact ties in the stored
+    output (the reference's argmax took the first); a CPU that rounds the last bit differently takes the other,
+    and the reference itself does so on such a machine. Only there may a match (and its score) differ.
+    """
+    scores = log_assignment[:-1, :-1]
+
+    def top_two_gap(matrix: np.ndarray) -> np.ndarray:
+        top = np.sort(matrix, axis=1)[:, -2:]
+        return top[:, 1] - top[:, 0]
+
+    rows, columns = top_two_gap(scores), top_two_gap(scores.T)
+    return ((rows <= tolerance) | (columns[scores.argmax(1)] <= tolerance),
+            (columns <= tolerance) | (rows[scores.argmax(0)] <= tolerance))
+
+
 @pytest.mark.parametrize("threshold", ["020", "000"])
 def test_freiburg_superglue_with_rule_weights(freiburg, threshold):
-    """The stored SuperPoint output of the real frames through SuperGlue with the rule's weights."""
+    """The stored SuperPoint output of the real frames through SuperGlue with the rule's weights: matches and
+    scores identical except at exact ties of the stored scores, which may go either way (at most 1%)."""
     superglue = SuperGlue(match_threshold=int(threshold) / 100).eval()
     superglue.load_state_dict(rule_weights(superglue), strict=True)
     result = superglue.match(stored_features(freiburg, 0), stored_features(freiburg, 1))
     assert max_err(result.log_assignment, freiburg["log_assignment"]) <= 1e-4
-    np.testing.assert_array_equal(result.matches0.numpy(), freiburg[f"matches0_thr{threshold}"])
-    np.testing.assert_array_equal(result.matches1.numpy(), freiburg[f"matches1_thr{threshold}"])
-    assert max_err(result.matching_scores0, freiburg[f"matching_scores0_thr{threshold}"]) <= 1e-5
-    assert max_err(result.matching_scores1, freiburg[f"matching_scores1_thr{threshold}"]) <= 1e-5
+    tied = tied_keypoints(freiburg["log_assignment"], 1e-5)
+    for i, (matches, scores) in enumerate(((result.matches0, result.matching_scores0),
+                                           (result.matches1, result.matching_scores1))):
+        differs = ((matches.numpy().ravel() != freiburg[f"matches{i}_thr{threshold}"])
+                   | (np.abs(scores.numpy().ravel() - freiburg[f"matching_scores{i}_thr{threshold}"]) > 1e-5))
+        assert not (differs & ~tied[i]).any(), f"image {i}: keypoints {np.flatnonzero(differs & ~tied[i])} differ"
+        assert differs.sum() <= 0.01 * differs.size
 
 
 def test_bf16_fast_mode_agrees_with_the_reference(superglue, reference):
