@@ -1,9 +1,8 @@
 """Real-time SuperPoint + SuperGlue image matching, with a ROS 2 front end."""
-__version__ = "0.1.0"
-
+from .version import __version__
 from .models.types import Features, MatchResult
 from .inference.matcher import Matcher, PairMatch
 from .models.superglue import SuperGlue
 from .models.superpoint import SuperPoint
 
-__all__ = ["Features", "MatchResult", "Matcher", "PairMatch", "SuperGlue", "SuperPoint"]
+__all__ = ["__version__", "Features", "MatchResult", "Matcher", "PairMatch", "SuperGlue", "SuperPoint"]

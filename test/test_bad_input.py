@@ -24,8 +24,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from superglue_ros.cli.main import main
-from superglue_ros.io import ImageReadError, decode_image_bytes, file_mode, write_bytes
-from superglue_ros.ros.image_codec import ImageDecodeError, decode_raw
+from superglue_ros.files.images import ImageReadError, decode_image_bytes
+from superglue_ros.files.outputs import file_mode, write_bytes
+from superglue_ros.stream.image_codec import ImageDecodeError, decode_raw
 from superglue_ros.settings import Setting
 from test_bagio import START_NS, PERIOD_NS, graffiti_frames, image_message, write_image_bag
 

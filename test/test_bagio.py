@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from superglue_ros.eval.bagio import BagError, build_message, open_bag
-from superglue_ros.ros.image_codec import ImageDecodeError, decode_raw
-from superglue_ros.ros.messages import Stamp, msg_definitions
+from superglue_ros.stream.image_codec import ImageDecodeError, decode_raw
+from superglue_ros.stream.messages import Stamp, msg_definitions
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 START_NS = 1_700_000_000_000_000_000

@@ -12,7 +12,7 @@ import torch
 from superglue_ros.bench.speed import load_frames, match_agreement, pairs_for, summarize, superglue_flop
 from superglue_ros.models.types import Features, MatchResult
 from superglue_ros.inference.matcher import PairMatch
-from superglue_ros.io import ImageReadError
+from superglue_ros.files.images import ImageReadError
 
 from conftest import REPO
 

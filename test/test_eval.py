@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from superglue_ros.eval import metrics as metrics
+from superglue_ros import metrics as metrics
 from superglue_ros.eval.bagio import open_bag
 from superglue_ros.cli.main import main
 from superglue_ros.cli.eval import summary_line
@@ -28,7 +28,7 @@ from superglue_ros.eval.sources import FrameTally, frame_pairs
 from superglue_ros.geometry.homography import estimate_homography
 from superglue_ros.geometry.pose import estimate_relative_pose, pose_error_deg
 from superglue_ros.inference.matcher import Matcher
-from superglue_ros.ros.messages import Stamp
+from superglue_ros.stream.messages import Stamp
 from test_bagio import PERIOD_NS, START_NS, graffiti_frames, write_image_bag
 
 TOPIC = "/cam/image_raw"

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from superglue_ros.eval import metrics as metrics
+from superglue_ros import metrics as metrics
 from superglue_ros.geometry.homography import estimate_homography, project
 from superglue_ros.data.homographies import sample_homography
 

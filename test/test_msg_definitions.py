@@ -13,7 +13,7 @@ import torch
 from superglue_ros.models.types import Features, MatchResult
 from superglue_ros.geometry.homography import estimate_homography
 from superglue_ros.inference.matcher import PairMatch
-from superglue_ros.ros.messages import Stamp, homography_fields, matches_fields, msg_definitions
+from superglue_ros.stream.messages import Stamp, homography_fields, matches_fields, msg_definitions
 
 from conftest import REPO
 

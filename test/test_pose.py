@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from superglue_ros.eval import metrics
+from superglue_ros import metrics
 from superglue_ros.eval.bagio import BagError, FrameError
 from superglue_ros.eval.pairlist import PairListSource, parse_line, resized_size
 from superglue_ros.eval.scoring import pose_scores

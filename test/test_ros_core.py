@@ -13,9 +13,9 @@ import yaml
 from superglue_ros.inference.matcher import Matcher
 from superglue_ros.parameters import (BY_NAME, DEFAULTS, PARAMETERS, matcher_arguments, render_markdown, render_yaml,
                                       resolve, validate)
-from superglue_ros.ros.core import SINGLE, WARN, Job, MatcherCore, debug_image
+from superglue_ros.stream.core import SINGLE, WARN, Job, MatcherCore, debug_image
 from superglue_ros.ros.launch_arguments import declared_arguments, node_parameters, parameter_overrides, remappings
-from superglue_ros.ros.pairing import ApproximateSync, LatestSlots, StampedFrame
+from superglue_ros.stream.pairing import ApproximateSync, LatestSlots, StampedFrame
 
 from conftest import REPO
 

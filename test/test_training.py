@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from superglue_ros.cli.main import main
-from superglue_ros.eval.metrics import mean_corner_error
+from superglue_ros.metrics import mean_corner_error
 from superglue_ros.inference.model_files import BUNDLED, load_open_model, save_open_model
 from superglue_ros.models.sift import SIFT
 from superglue_ros.models.superglue import SuperGlue

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from ..data.homographies import sample_homography, warp_image
-from ..eval.metrics import summary
+from ..metrics import summary
 from ..inference.matcher import Matcher, PairMatch, PairRequest
 from ..inference.pipeline import MATCH_PARTS, STAGES, HomographySettings, PairOutcome, match_pair
-from ..io import image_files, read_image
+from ..files.images import image_files, read_image
 
 TIMED_STAGES = (*STAGES[1:], *MATCH_PARTS)  # frames are already decoded
 

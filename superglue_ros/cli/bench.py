@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..bench.speed import benchmark, format_report, load_frames, machine_description
-    from ..io import ImageReadError, check_writable, write_bytes
+    from ..files.images import ImageReadError
+    from ..files.outputs import check_writable, write_bytes
 
     if args.json:
         check_writable(args.json)

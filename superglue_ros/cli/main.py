@@ -15,7 +15,8 @@ import signal
 import sys
 from types import FrameType
 
-from ..io import ImageReadError, OutputError
+from ..files.images import ImageReadError
+from ..files.outputs import OutputError
 from . import CommandError
 from .options import Parser
 

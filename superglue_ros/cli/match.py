@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import check_writable, read_image
+    from ..files.outputs import check_writable
+    from ..files.images import read_image
 
     if args.viz and Path(args.viz).suffix.lower() not in VIZ_SUFFIXES:
         raise CommandError(f"--viz {args.viz}: use a picture file name ({', '.join(VIZ_SUFFIXES)})")
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         write_viz(args.viz, images, points0, points1, confidences, matcher.model_name)
         print(f"wrote {args.viz}")
     if args.json:
-        from ..io import write_bytes
+        from ..files.outputs import write_bytes
 
         write_bytes(args.json, json.dumps(result_json(pair, matcher), indent=1).encode())
         print(f"wrote {args.json}")
@@ -57,7 +58,7 @@ def write_viz(path: str, images: list[np.ndarray], points0: np.ndarray, points1:
               confidences: np.ndarray, label: str) -> None:
     import cv2
 
-    from ..io import write_bytes
+    from ..files.outputs import write_bytes
     from ..viz import draw_matches
 
     canvas = draw_matches(images[0], images[1], points0, points1, confidences, f"{label}: {len(confidences)} matches")

@@ -104,7 +104,7 @@ def build_matcher(args: argparse.Namespace, **overrides: Any):
     from ..inference.matcher import Matcher
     from ..inference.weights import WeightsError
 
-    from ..io import OutputError
+    from ..files.outputs import OutputError
 
     try:
         return Matcher(**{**matcher_kwargs(args), **overrides})

@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..io import check_writable
+    from ..files.outputs import check_writable
 
     check_writable(Path(args.out) / "pairs.txt")
     if args.kind == "real":
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.scenes import generate, write_pair_list
-    from ..io import image_files, read_image
+    from ..files.images import image_files, read_image
 
     textures = None
     if args.textures:  # as 8-bit colour, whatever the files hold (alpha, 16 bits, gray)

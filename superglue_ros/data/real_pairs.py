@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..io import ImageReadError, read_image
+from ..files.images import ImageReadError, read_image
 from .pair_list import format_line
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")

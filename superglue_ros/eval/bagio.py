@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..ros.image_codec import COMPRESSED_IMAGE, RAW_IMAGE, ImageDecodeError, decode_image
-from ..ros.messages import Stamp, msg_definitions
-from ..io import IMAGE_SUFFIXES, ImageReadError, image_files, read_image
+from ..stream.image_codec import COMPRESSED_IMAGE, RAW_IMAGE, ImageDecodeError, decode_image
+from ..stream.messages import Stamp, msg_definitions
+from ..files.images import IMAGE_SUFFIXES, ImageReadError, image_files, read_image
 
 IMAGE_TYPES = (RAW_IMAGE, COMPRESSED_IMAGE)
 STORAGES = ("sqlite3", "mcap")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from . import metrics
+from .. import metrics
 from .schema import Document, Summary
 
 INPUT_KEYS = ("source", "topic", "topic1", "mode", "synthetic", "strength", "warps", "photometric", "seed", "stride",

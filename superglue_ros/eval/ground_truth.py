@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..geometry.pose import quaternion_to_rotation, relative_pose
-from ..ros.messages import Stamp
+from ..stream.messages import Stamp
 from .bagio import Bag
 from .config import EvalConfig, EvalError
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.pair_list import PairEntry, PoseTruth, parse_line
 from ..geometry.pose import rotate_intrinsics, rotate_relative_pose, scale_intrinsics
-from ..io import ImageReadError, read_image
+from ..files.images import ImageReadError, read_image
 from .bagio import BagError, FrameError
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics
+from .. import metrics
 from .schema import METHODS, Document, PoseSummary, Stats, SyntheticSummary
 
 REPORT_MARKER = "<title>superglue-ros eval</title>"  # how a later run recognises a report it may replace

@@ -24,9 +24,9 @@ import numpy as np
 
 from ..inference.matcher import Matcher, PairRequest
 from ..inference.pipeline import PairOutcome, match_pair
-from ..io import StagedFolder, refuse_inputs, write_json
-from ..ros.messages import homography_fields, matches_fields
-from . import metrics
+from ..files.outputs import StagedFolder, refuse_inputs, write_json
+from ..stream.messages import homography_fields, matches_fields
+from .. import metrics
 from .bagio import Bag, BagError, OutputBag
 from .config import EvalConfig, EvalError
 from .ground_truth import BagGroundTruth, load_ground_truth

@@ -19,7 +19,7 @@ from ..geometry.pose import (EPIPOLAR_THRESHOLD, epipolar_errors, estimate_relat
                              translation_error_deg)
 from ..inference.matcher import PairMatch
 from ..models.optimal_transport import extract_matches
-from . import metrics
+from .. import metrics
 
 # Descriptor-matching baselines: name -> Lowe ratio (None: plain mutual nearest neighbours).
 BASELINES: dict[str, float | None] = {"mnn": None, "mnn_ratio": 0.8}

@@ -19,8 +19,8 @@ import numpy as np
 
 from ..data.homographies import sample_homography, warp_image
 from ..inference.preprocess import resize_gray, resized_shape, to_gray_float
-from ..ros.messages import Stamp
-from ..ros.pairing import ApproximateSync, StampedFrame
+from ..stream.messages import Stamp
+from ..stream.pairing import ApproximateSync, StampedFrame
 from .bagio import Bag, FrameError, ImageFrame, RawFrame
 from .config import EvalConfig, EvalError
 from .pairlist import PairListSource, PoseTruth

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..inference.pipeline import STAGES
-from . import metrics
+from .. import metrics
 from .schema import HomographyScores, PoseScores, PoseSummary, SkippedFrames, Stats, Summary, SyntheticSummary
 from .scoring import BASELINES, METHODS
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_path
+from ..files.outputs import atomic_path
 from ..models.sift import SIFT
 from ..models.superglue import SuperGlue
 from ..models.superpoint import SuperPoint

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import OutputError, atomic_path, describe
+from ..files.outputs import OutputError, atomic_path, describe
 
 ENV_VAR = "SUPERGLUE_ROS_WEIGHTS_DIR"
 UPSTREAM_REPO = "https://github.com/magicleap/SuperGluePretrainedNetwork"

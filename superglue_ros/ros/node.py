@@ -1,4 +1,4 @@
-"""The rclpy matcher node: a managed (lifecycle) node and a thin shell around :mod:`superglue_ros.ros.core`.
+"""The rclpy matcher node: a managed (lifecycle) node and a thin shell around :mod:`superglue_ros.stream.core`.
 
 configure loads the weights and warms the models up, activate creates the
 subscriptions and publishers, deactivate stops taking frames, cleanup frees
@@ -32,14 +32,14 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from ..inference.matcher import Matcher
 from ..inference.weights import WeightsError
-from ..io import OutputError
+from ..files.outputs import OutputError
 from ..parameters import NODE, Parameter, in_scope, matcher_arguments, resolve, validate
 from ..settings import Setting
-from .core import SINGLE, Job, MatcherCore, Output, debug_image
-from .image_codec import COMPRESSED_IMAGE, RAW_IMAGE
-from .messages import Stamp
+from ..stream.core import SINGLE, Job, MatcherCore, Output, debug_image
+from ..stream.image_codec import COMPRESSED_IMAGE, RAW_IMAGE
+from ..stream.messages import Stamp
 from ..msg import Homography, Matches
-from .pairing import LatestSlots, StampedFrame
+from ..stream.pairing import LatestSlots, StampedFrame
 
 NODE_NAME = "superglue_matcher"
 WORKER_POLL_S = 0.2

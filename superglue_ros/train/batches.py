@@ -25,7 +25,7 @@ import torch
 from ..data.homographies import ground_truth_matches, photometric_noise, sample_homography, warp_image
 from ..data.pair_list import PairEntry
 from ..inference.model_files import build_extractor
-from ..io import read_image
+from ..files.images import read_image
 from ..models.sift import SIFT
 from ..models.superpoint import SuperPoint
 from ..models.types import Features

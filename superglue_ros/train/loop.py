@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..eval.metrics import match_counts
+from ..metrics import match_counts
 from ..inference.model_files import build_extractor, load_open_model, save_open_model
-from ..io import atomic_path, image_files
+from ..files.outputs import atomic_path
+from ..files.images import image_files
 from ..models.optimal_transport import extract_matches
 from ..models.sift import SIFT
 from ..models.superglue import SuperGlue

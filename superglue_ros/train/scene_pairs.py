@@ -19,7 +19,7 @@ import numpy as np
 from ..data.depth_truth import ground_truth_matches
 from ..data.pair_list import PairEntry, parse_line
 from ..data.scenes import depth_path
-from ..io import read_image
+from ..files.images import read_image
 
 VALIDATION_EVERY_NTH = 10
 

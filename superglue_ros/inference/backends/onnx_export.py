@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ... import __version__
-from ...io import atomic_path
+from ...version import __version__
+from ...files.outputs import atomic_path
 from ...models.optimal_transport import fixed_path_transport
 from ...models.superglue import SuperGlue
 from ...models.superpoint import CELL, SuperPoint

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..geometry.homography import project
+from .geometry.homography import project
 
 HOMOGRAPHY_AUC_THRESHOLDS = (1.0, 3.0, 5.0, 10.0)  # mean corner error [px]
 POSE_AUC_THRESHOLDS = (5.0, 10.0, 20.0)  # max(rotation, translation-direction) error [deg]

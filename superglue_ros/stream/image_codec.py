@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..io import ImageReadError, decode_image_bytes
+from ..files.images import ImageReadError, decode_image_bytes
 
 RAW_IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"

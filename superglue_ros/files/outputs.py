@@ -1,12 +1,12 @@
-"""Files in and out: atomic writes, staged output folders, and image files read with clear errors.
+"""Outputs: atomic writes and staged output folders that never replace what the tool did not write.
 
 Every output appears under its final name only once complete (written
 beside it under a temporary name, then renamed), with the permissions the
 user's umask asks for. A folder of outputs is staged and published item by
 item, and nothing the tool did not create is ever replaced: a target that
 is, holds or lies inside an input is refused before any work starts.
-Every failure a user can cause is an :class:`OutputError` or
-:class:`ImageReadError` with one line naming the path and the problem.
+Every failure a user can cause is an :class:`OutputError` with one line
+naming the path and the problem.
 """
 from __future__ import annotations
 
@@ -20,25 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
 STAGING_PREFIX = ".superglue-ros-staging-"
-PIXEL_TYPES = (np.uint8, np.uint16, np.float32, np.float64)
 
 
 class OutputError(Exception):
     """An output that cannot be written where asked; the message is one line for the user."""
-
-
-class ImageReadError(ValueError):
-    """An image file or payload that cannot be turned into pixels; one line for the user, and a
-    short ``reason`` to count it by."""
-
-    def __init__(self, message: str, reason: str = "unreadable") -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def describe(error: OSError) -> str:
@@ -192,89 +180,3 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files of a folder in name order (frame order for sequences); an error when there are none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ImageReadError(f"{folder} is not a folder")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not paths:
-        raise ImageReadError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return paths
-
-
-def read_image(path: str | os.PathLike, max_pixels: int | None = None,
-               flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    """An image file as stored (8/16-bit or float, mono or colour in BGR(A) order; ``flags`` as
-    ``cv2.imread``'s); a JPEG or PNG larger than ``max_pixels`` is refused from its header, before
-    it is decoded."""
-    path = Path(path)
-    if path.is_dir():
-        raise ImageReadError(f"cannot read image {path}: it is a folder, not an image file", "not a file")
-    if not path.is_file():
-        raise ImageReadError(f"cannot read image {path}: no such file", "missing")
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as error:
-        raise ImageReadError(f"cannot read image {path}: {describe(error)}") from None
-    return decode_image_bytes(data, f"image {path}", max_pixels, flags)
-
-
-def decode_image_bytes(data: np.ndarray, source: str, max_pixels: int | None = None,
-                       flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    """Encoded image bytes (JPEG, PNG, TIFF, ...) -> pixels; truncated files, images above
-    ``max_pixels`` and pixel types the matcher cannot use are errors, not a half-grey picture,
-    gigabytes of memory or a traceback later."""
-    problem = truncation(data)
-    if problem:
-        raise ImageReadError(f"cannot read {source}: {problem}", "truncated")
-    size = encoded_size(data)
-    if max_pixels is not None and size is not None and size[0] * size[1] > max_pixels:
-        raise ImageReadError(f"cannot read {source}: {size[1]}x{size[0]} = {size[0] * size[1]} pixels exceeds "
-                             f"max_image_pixels ({max_pixels})", "too large")
-    image = cv2.imdecode(data, flags) if data.size else None
-    if image is None or image.size == 0:
-        raise ImageReadError(f"cannot read {source}: not a decodable image", "undecodable")
-    if max_pixels is not None and image.shape[0] * image.shape[1] > max_pixels:
-        raise ImageReadError(f"cannot read {source}: {image.shape[1]}x{image.shape[0]} pixels exceeds "
-                             f"max_image_pixels ({max_pixels})", "too large")
-    if image.dtype not in PIXEL_TYPES:
-        raise ImageReadError(f"cannot read {source}: unsupported pixel type {image.dtype} "
-                             f"(supported: 8- or 16-bit unsigned, or float)", "unsupported pixel type")
-    return image
-
-
-def truncation(data: np.ndarray) -> str:
-    """Why an encoded JPEG or PNG is cut short, or "" (OpenCV would decode the rest as grey)."""
-    raw = data.tobytes()
-    if raw[:2] == b"\xff\xd8" and b"\xff\xd9" not in raw[-4096:]:
-        return "truncated JPEG (no end-of-image marker)"
-    if raw[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in raw[-32:]:
-        return "truncated PNG (no IEND chunk)"
-    return ""
-
-
-def encoded_size(data: np.ndarray) -> tuple[int, int] | None:
-    """(height, width) from a PNG or JPEG header without decoding it; None for other formats."""
-    raw = data[:1 << 20].tobytes()
-    if raw[:8] == b"\x89PNG\r\n\x1a\n" and len(raw) >= 24 and raw[12:16] == b"IHDR":
-        return int.from_bytes(raw[20:24], "big"), int.from_bytes(raw[16:20], "big")
-    if raw[:2] != b"\xff\xd8":
-        return None
-    offset = 2
-    while offset + 9 <= len(raw):
-        if raw[offset] != 0xFF:
-            return None
-        marker = raw[offset + 1]
-        if marker == 0xFF:  # fill byte
-            offset += 1
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-            return int.from_bytes(raw[offset + 5:offset + 7], "big"), int.from_bytes(raw[offset + 7:offset + 9], "big")
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
-            offset += 2
-            continue
-        offset += 2 + int.from_bytes(raw[offset + 2:offset + 4], "big")
-    return None
