@@ -1,8 +1,9 @@
 """Installs the superglue_ros Python package and the `superglue-ros` console script.
 
-torch is bounded above so that a fresh `pip install` on a CPU-only machine
-resolves to the locally cached CPU build instead of a multi-GB CUDA build;
-robots with their own torch just need a version in range.
+torch has no upper bound: a robot keeps the torch built for its GPU. The CPU
+fast path that uses torch internals checks them at run time and steps aside
+when they changed. Install a CPU-only torch first where no GPU is present
+(see the README), or pip picks the large CUDA build.
 """
 import glob
 
@@ -26,7 +27,7 @@ setup(
         (f"share/{package_name}/config", sorted(glob.glob("config/*.yaml"))),
     ],
     install_requires=[
-        "torch>=2.1,<2.14",
+        "torch>=2.1",
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
         "tqdm>=4.60",

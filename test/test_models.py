@@ -209,6 +209,38 @@ def test_inference_heads_are_the_forward_bit_for_bit(superpoint, shape, threads)
         assert layers is not None
 
 
+def test_onednn_probe_accepts_the_pinned_torch():
+    """CI's torch has the internal operators: the probe must say so, or the fast path silently disappears."""
+    from superglue_ros.models import superpoint_onednn
+
+    assert superpoint_onednn.available()
+
+
+def test_a_torch_without_the_internal_operators_runs_the_plain_forward(superpoint, monkeypatch):
+    """What a newer torch whose internals changed gets: the probe fails, the plan is None, extraction still runs
+    and gives the same keypoints as before."""
+    from superglue_ros.models import superpoint_onednn
+
+    image = torch.rand(240, 320, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        fast = superpoint.extract(image)
+
+    def changed_signature(*args, **kwargs):
+        raise TypeError("_convolution_pointwise(): incompatible function arguments")
+
+    monkeypatch.setattr(superpoint_onednn, "fused_conv", changed_signature)
+    superpoint_onednn.available.cache_clear()
+    monkeypatch.setattr(superpoint_onednn, "_PLANS", {})
+    try:
+        assert not superpoint_onednn.available()
+        assert superpoint_onednn.plan(superpoint, (1, 1, 240, 320)) is None
+        with torch.inference_mode():
+            plain = superpoint.extract(image)
+    finally:
+        superpoint_onednn.available.cache_clear()
+    assert torch.equal(plain.keypoints, fast.keypoints) and torch.equal(plain.descriptors, fast.descriptors)
+
+
 def direct_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
     """The reference's NMS written with max_pool2d's square window."""
     def pool(x):

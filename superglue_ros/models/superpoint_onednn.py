@@ -15,10 +15,16 @@ several sizes and thread counts, against the plain reference forward).
 Wherever ``F.conv2d`` itself would not pick oneDNN for a layer (tiny images,
 one thread for the 1x1 heads, ``torch.backends.mkldnn`` disabled) or the torch
 build lacks the operators, the plain forward runs instead: the choice can never
-change a result, only the time.
+change a result, only the time. The operators used here are torch internals
+that may change in any release, so before the first use a probe runs them on a
+small convolution and compares with ``F.conv2d``; any error or difference turns
+the fast path off for the process (:func:`available`), and any torch version
+installs.
 """
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 
 import torch
@@ -30,6 +36,32 @@ _HAS_FUSED = hasattr(torch.ops.mkldnn, "_convolution_pointwise") if hasattr(torc
 ENCODER = tuple(f"conv{stage}{half}" for stage in "1234" for half in "ab")
 HEADS = (("convPa", "convPb"), ("convDa", "convDb"))
 STRIP_ROWS = 32  # pooled output rows per strip (64 + 4 input rows)
+LOG = logging.getLogger(__name__)
+
+
+@functools.cache
+def available() -> bool:
+    """Whether this torch has the internal operators in the form used here, and they give ``F.conv2d``'s bits."""
+    try:
+        return _probe()
+    except Exception as error:  # noqa: BLE001 - any failure of an internal API means: use the plain forward
+        LOG.info("oneDNN SuperPoint path off (%s: %s); the plain forward runs", type(error).__name__, error)
+        return False
+
+
+def _probe() -> bool:
+    generator = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
+        conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator))
+        x = torch.randn(1, 8, 64, 64, generator=generator)  # large enough for F.conv2d to pick oneDNN
+        if not conv_uses_onednn(conv, tuple(x.shape)):
+            return False
+        same = torch.equal(fused_conv(x.to_mkldnn(), conv, True).to_dense(), F.relu(conv(x)))
+    if not same:
+        LOG.info("oneDNN SuperPoint path off: its probe convolution differs from F.conv2d")
+    return same
 
 
 def conv_uses_onednn(conv: nn.Conv2d, shape: tuple[int, ...]) -> bool:
@@ -54,6 +86,8 @@ _PLANS: dict[tuple, dict[str, bool] | None] = {}
 def plan(model: nn.Module, shape: tuple[int, ...]) -> dict[str, bool] | None:
     """Per layer, whether oneDNN runs it for this input shape; None when the encoder cannot stay in oneDNN's
     layout throughout (then the plain forward runs). Cached per shape, thread count and mkldnn switch."""
+    if not available():
+        return None
     key = (tuple(shape), torch.get_num_threads(), torch.backends.mkldnn.enabled, model.convDb.out_channels)
     if key not in _PLANS:
         batch, _, height, width = shape
