@@ -173,4 +173,3 @@ def test_open_model_file_is_used_by_path_and_auto_falls_back_with_a_notice(tmp_p
         fallback = Matcher(weights_dir=tmp_path / "none")
     assert fallback.model_name == "sift+superglue_sift_open"
     assert "using the bundled open model sift_open" in caplog.text and "weights download" in caplog.text
-    assert Matcher(weights="sift_open_large").model_name == "sift+superglue_sift_open_large"

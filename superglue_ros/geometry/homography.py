@@ -93,8 +93,8 @@ def refit(points0: np.ndarray, points1: np.ndarray, h: np.ndarray) -> np.ndarray
     every inlier is more accurate, but it weighs an inlier 2.9 px off as
     much as one 0.1 px off. Reweighting by a Cauchy function of each
     residual, scaled by the residuals' own spread, lets the precise majority
-    decide (its gain on the synthetic homography benchmark is recorded in
-    docs/experiments/). Under purely Gaussian noise it is a little less
+    decide (every matcher gains on the synthetic homography benchmark).
+    Under purely Gaussian noise it is a little less
     accurate than the plain fit; real keypoints are not that.
     """
     fitted, _ = cv2.findHomography(points0, points1, 0)

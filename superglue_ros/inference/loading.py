@@ -27,7 +27,7 @@ MODEL_CHOICES = ("auto", *OFFICIAL_SUPERGLUE, *BUNDLED)
 LOGGER = logging.getLogger("superglue_ros")
 
 WEIGHTS = Setting("weights", str, "auto", "model: official indoor/outdoor SuperGlue weights, the bundled open "
-                  "models sift_open and sift_open_large (deeper, GNN twice as slow, superseded by sift_open), "
+                  "model sift_open (see its model card), "
                   "a model file written by `superglue-ros train` (.pt), or auto (official indoor when found, "
                   "else sift_open)")
 WEIGHTS_DIR = Setting("weights_dir", str, "", "folder with the official weight files (empty: "

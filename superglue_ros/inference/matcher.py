@@ -94,9 +94,9 @@ class Matcher:
 
     weights: "indoor" or "outdoor" official SuperGlue weights, found through
         ``weights_dir`` -> $SUPERGLUE_ROS_WEIGHTS_DIR -> ~/.cache/superglue_ros;
-        "sift_open" or "sift_open_large" (bundled SIFT + SuperGlue trained by this
-        project), or the path of a model file written by ``superglue-ros train``; "auto"
-        (default): official indoor when found, else sift_open with a notice.
+        "sift_open" (bundled SIFT + SuperGlue trained by this project), or the path
+        of a model file written by ``superglue-ros train``; "auto" (default):
+        official indoor when found, else sift_open with a notice.
     superpoint_weights / superglue_weights: explicit files, overriding the lookup.
     resize: None, (W, H), or an int for the longer side; keypoints are mapped back.
     extractor / superglue: setting overrides of the two models (reference names); a

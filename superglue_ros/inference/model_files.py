@@ -23,9 +23,7 @@ from .weights import WeightsError, check_finite, find_official, load_into
 FORMAT = 2
 EXTRACTOR_KEY = {1: "features", 2: "extractor"}
 REQUIRED = {"superglue_config": dict, "state_dict": dict, "meta": dict}
-# The default (3 layer pairs, trained on CPU) and a deeper one trained on a GPU (twice the GNN time).
-BUNDLED = {name: Path(__file__).resolve().parents[1] / "weights" / f"{name}.pt"
-           for name in ("sift_open", "sift_open_large")}
+BUNDLED = {name: Path(__file__).resolve().parents[1] / "weights" / f"{name}.pt" for name in ("sift_open",)}
 
 
 def save_open_model(path: str | os.PathLike, superglue: SuperGlue, extractor_config: dict[str, Any],
@@ -40,7 +38,7 @@ def save_open_model(path: str | os.PathLike, superglue: SuperGlue, extractor_con
 
 
 def resolve_open_model(name_or_path: str | os.PathLike) -> Path:
-    """A bundled model name (``sift_open``, ``sift_open_large``) or a file path -> the file."""
+    """A bundled model name (``sift_open``) or a file path -> the file."""
     return BUNDLED.get(str(name_or_path), Path(name_or_path))
 
 
