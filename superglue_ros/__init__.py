@@ -2,8 +2,9 @@
 __version__ = "0.1.0"
 
 from .models.types import Features, MatchResult
-from .inference.matcher import Matcher, PairMatch
+from .inference.matcher import Matcher, PairMatch, PairRequest
+from .models.sift import SIFT
 from .models.superglue import SuperGlue
 from .models.superpoint import SuperPoint
 
-__all__ = ["Features", "MatchResult", "Matcher", "PairMatch", "SuperGlue", "SuperPoint"]
+__all__ = ["Features", "MatchResult", "Matcher", "PairMatch", "PairRequest", "SIFT", "SuperGlue", "SuperPoint"]
