@@ -40,7 +40,7 @@ def test_match_writes_json_and_visualisation(image_pair, weight_files, tmp_path)
     assert "matches" in done.stdout and "match " in done.stdout
     result = json.loads(out_json.read_text())
     assert len(result["matches"]) == len(result["confidences"]) > 0
-    assert result["image_size0"] == [192, 256]
+    assert result["image_size0"] == result["image_size1"] == {"width": 256, "height": 192}
     assert cv2.imread(str(out_png)).shape == (192, 256 * 2 + 10, 3)
 
 

@@ -230,6 +230,8 @@ def test_image_folder_synthetic_benchmark_with_several_warps(
     document = json.loads((out / "metrics.json").read_text())
     pairs = document["pairs"]
     assert [r["frame0"] for r in pairs] == [0, 0, 1, 1]
+    assert [(r["name0"], r["name1"]) for r in pairs[1:3]] == [("00.png", "00.png (warped)"),
+                                                              ("01.png", "01.png (warped)")]
     truths = [r["synthetic"]["keypoints"] for r in pairs]
     assert truths[0] != truths[1]  # two different warps of the same image
     with open_bag(folder) as source:  # warped at the matcher's working size: thresholds in its pixels
@@ -238,6 +240,12 @@ def test_image_folder_synthetic_benchmark_with_several_warps(
     assert pair.frame0.image.shape == pair.frame1.image.shape == (120, 160)
     code = main(["eval", str(folder), "--warps", "2", "--out", str(out)] + weights_args + FAST)
     assert code == 2 and "--warps" in capsys.readouterr().err
+    assert main(["eval", str(folder), "--out", str(out)] + weights_args + FAST) == 0  # consecutive images
+    err = capsys.readouterr().err
+    assert f"{out} holds an earlier run; its metrics.json, report.html will be replaced" in err
+    document = json.loads((out / "metrics.json").read_text())
+    assert [(r["name0"], r["name1"]) for r in document["pairs"]] == [("00.png", "01.png")]
+    assert (out / "matches_bag" / "metadata.yaml").is_file()  # image folders too, as the README says
     code = main(["eval", str(folder), "--mode", "stereo", "--topic1", "/right", "--out", str(out)]
                 + weights_args + FAST)
     assert code == 2 and "folder of images has only images" in capsys.readouterr().err
