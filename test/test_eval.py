@@ -242,7 +242,7 @@ def test_image_folder_synthetic_benchmark_with_several_warps(
     assert code == 2 and "--warps" in capsys.readouterr().err
     assert main(["eval", str(folder), "--out", str(out)] + weights_args + FAST) == 0  # consecutive images
     err = capsys.readouterr().err
-    assert f"{out} holds an earlier run; its metrics.json, report.html will be replaced" in err
+    assert f"replaced an earlier run's metrics.json, report.html in {out}" in err
     document = json.loads((out / "metrics.json").read_text())
     assert [(r["name0"], r["name1"]) for r in document["pairs"]] == [("00.png", "01.png")]
     assert (out / "matches_bag" / "metadata.yaml").is_file()  # image folders too, as the README says

@@ -178,9 +178,6 @@ def evaluate(source: Bag | PairListSource, config: EvalConfig, matcher: Matcher,
     inputs = [config.source] + ([config.images] if config.images else [])
     refuse_inputs([out_dir / name for name in output_items(config)], inputs, folder=out_dir)
     replaced = check_replaceable(out_dir)
-    if replaced:
-        print(f"superglue-ros eval: {out_dir} holds an earlier run; its {', '.join(replaced)} will be replaced",
-              file=sys.stderr)
     truth = load_ground_truth(source, config) if config.gt_topic and isinstance(source, Bag) else None
     staging = StagedFolder(out_dir, output_items(config))
     matcher.clear_cache()  # keys are (topic, frame index): frames of another bag must not be reused
@@ -213,6 +210,9 @@ def evaluate(source: Bag | PairListSource, config: EvalConfig, matcher: Matcher,
                 write_report(staging / REPORT_FILE, run.outcome)
                 write_json(staging / METRICS_FILE, run.outcome.document.to_json())
                 staging.publish(last=METRICS_FILE)
+            if replaced and not stop_reason:  # else the error line says where the partial outputs went
+                print(f"superglue-ros eval: replaced an earlier run's {', '.join(replaced)} in {out_dir}",
+                      file=sys.stderr)
         except KeyboardInterrupt as late:  # arrived while writing: the outputs are complete, then it acts
             run.outcome.interrupted = run.outcome.interrupted or late
     finally:
