@@ -4,6 +4,12 @@ torch has no upper bound: a robot keeps the torch built for its GPU. The CPU
 fast path that uses torch internals checks them at run time and steps aside
 when they changed. Install a CPU-only torch first where no GPU is present
 (see the README), or pip picks the large CUDA build.
+
+Every other range ends before the next release that may break us: the next minor
+where minors have (OpenCV: 5.1 changed findEssentialMat on degenerate
+samples; rosbags: 0.x minors change its API), else the next major. CI
+(`.ci/run`) installs the newest versions in range, so a breaking release
+inside a range shows in CI before a user meets it.
 """
 import glob
 
@@ -28,13 +34,13 @@ setup(
     ],
     install_requires=[
         "torch>=2.1",
-        "numpy>=1.24",
-        "opencv-python-headless>=4.8",
-        "tqdm>=4.60",
+        "numpy>=1.24,<3",
+        "opencv-python-headless>=4.8,<5.2",
+        "tqdm>=4.60,<5",
     ],
     extras_require={
-        "eval": ["rosbags>=0.10", "matplotlib>=3.7"],
-        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        "eval": ["rosbags>=0.10,<0.12", "matplotlib>=3.7,<4"],
+        "onnx": ["onnx>=1.16,<2", "onnxruntime>=1.18,<2"],
         "test": ["pytest>=8", "hypothesis>=6.100", "pyyaml>=6"],
     },
     entry_points={"console_scripts": ["superglue-ros = superglue_ros.cli.main:main"]},

@@ -72,7 +72,24 @@ def test_bench_command_prints_and_writes_json(weight_files, tmp_path):
     assert report["schema_version"] == 3 and report["config"]["precision"] == "bf16"
     assert set(report["stages_ms"]) == {"preprocess", "extract", "match", "gnn", "sinkhorn", "geometry"}
     assert report["pairs_per_second"] > 0 and 0.0 <= report["agreement_with_exact"] <= 1.0
-    assert report["peak_rss_mb"] > 0
+    assert report["peak_rss_mb"] > 0 and report["speed_only"] is False and report["matches_mean"] >= 0
+    assert "speed and memory only" not in done.stdout
+
+
+def test_bench_with_deterministic_weights_says_it_measured_speed_only(tmp_path):
+    """No official weights and no model named: the official architecture with untrained weights, whose
+    match count is no result."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "superglue_ros", "bench", "--weights-dir", str(tmp_path), "--resize", "160", "120",
+         "--max-keypoints", "64", "--sinkhorn-iterations", "5", "--pairs", "1", "--warmup", "0", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "measured: speed and memory only (deterministic weights" in done.stdout
+    assert "matches per pair: not measured (deterministic weights)" in done.stdout
+    report = json.loads(out.read_text())
+    assert report["speed_only"] is True and report["matches_mean"] is None
+    assert "deterministic weights" in report["config"]["model"]
 
 
 # A stand-in with the reference's interface (its package layout, weight files beside the code, config dicts,

@@ -40,8 +40,23 @@ def test_match_writes_json_and_visualisation(image_pair, weight_files, tmp_path)
     assert "matches" in done.stdout and "match " in done.stdout
     result = json.loads(out_json.read_text())
     assert len(result["matches"]) == len(result["confidences"]) > 0
-    assert result["image_size0"] == [192, 256]
+    assert result["image_size0"] == result["image_size1"] == {"width": 256, "height": 192}
     assert cv2.imread(str(out_png)).shape == (192, 256 * 2 + 10, 3)
+
+
+def test_pairs_demo_writes_two_views_under_their_homography(tmp_path):
+    done = run_cli("pairs", "demo", "--out", str(tmp_path / "samples"), "--size", "320", "240", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    image0, image1 = (cv2.imread(str(tmp_path / "samples" / f"image{i}.png"), cv2.IMREAD_UNCHANGED) for i in (0, 1))
+    assert image0.shape == image1.shape == (240, 320) and image0.dtype == np.uint8
+    h = np.loadtxt(tmp_path / "samples" / "homography.txt")
+    warped = cv2.warpPerspective(image0, h, (320, 240))
+    covered = cv2.warpPerspective(np.ones_like(image0), h, (320, 240), flags=cv2.INTER_NEAREST) > 0
+    covered = cv2.erode(covered.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    correlation = np.corrcoef(warped[covered].astype(float), image1[covered].astype(float))[0, 1]
+    assert covered.mean() > 0.3 and correlation > 0.9  # the same scene up to photometric noise
+    unrelated = np.corrcoef(image0[covered].astype(float), image1[covered].astype(float))[0, 1]
+    assert unrelated < 0.5
 
 
 @pytest.mark.parametrize("make_bad", [

@@ -26,7 +26,7 @@ from superglue_ros.eval.run import Outcome, evaluate
 from superglue_ros.eval.scoring import candidate_matches, score_synthetic
 from superglue_ros.eval.sources import FrameTally, frame_pairs
 from superglue_ros.geometry.homography import estimate_homography
-from superglue_ros.geometry.pose import estimate_relative_pose, pose_error_deg
+from superglue_ros.geometry.pose import NoPose, estimate_relative_pose, pose_error_deg
 from superglue_ros.inference.matcher import Matcher
 from superglue_ros.stream.messages import Stamp
 from test_bagio import PERIOD_NS, START_NS, graffiti_frames, write_image_bag
@@ -230,6 +230,8 @@ def test_image_folder_synthetic_benchmark_with_several_warps(
     document = json.loads((out / "metrics.json").read_text())
     pairs = document["pairs"]
     assert [r["frame0"] for r in pairs] == [0, 0, 1, 1]
+    assert [(r["name0"], r["name1"]) for r in pairs[1:3]] == [("00.png", "00.png (warped)"),
+                                                              ("01.png", "01.png (warped)")]
     truths = [r["synthetic"]["keypoints"] for r in pairs]
     assert truths[0] != truths[1]  # two different warps of the same image
     with open_bag(folder) as source:  # warped at the matcher's working size: thresholds in its pixels
@@ -238,6 +240,12 @@ def test_image_folder_synthetic_benchmark_with_several_warps(
     assert pair.frame0.image.shape == pair.frame1.image.shape == (120, 160)
     code = main(["eval", str(folder), "--warps", "2", "--out", str(out)] + weights_args + FAST)
     assert code == 2 and "--warps" in capsys.readouterr().err
+    assert main(["eval", str(folder), "--out", str(out)] + weights_args + FAST) == 0  # consecutive images
+    err = capsys.readouterr().err
+    assert f"replaced an earlier run's metrics.json, report.html in {out}" in err
+    document = json.loads((out / "metrics.json").read_text())
+    assert [(r["name0"], r["name1"]) for r in document["pairs"]] == [("00.png", "01.png")]
+    assert (out / "matches_bag" / "metadata.yaml").is_file()  # image folders too, as the README says
     code = main(["eval", str(folder), "--mode", "stereo", "--topic1", "/right", "--out", str(out)]
                 + weights_args + FAST)
     assert code == 2 and "folder of images has only images" in capsys.readouterr().err
@@ -275,7 +283,7 @@ def test_relative_pose_from_essential_matrix() -> None:
     pixels1[:30] = rng.uniform([0, 0], [640, 480], size=(30, 2))  # outliers
     r_est, t_est, _ = estimate_relative_pose(pixels0, pixels1, k, k)
     assert pose_error_deg(r_est, t_est, r_true, t_true) < 1.0
-    assert estimate_relative_pose(pixels0[:4], pixels1[:4], k, k) is None
+    assert estimate_relative_pose(pixels0[:4], pixels1[:4], k, k) == NoPose("too_few_matches")
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -387,8 +395,10 @@ def test_eval_compare_gives_intervals_for_the_same_synthetic_pairs(
     assert "differ in warps" in text and "95% intervals" not in text
 
 
-def write_posed_bag(path: Path, frames: list[np.ndarray], pose_kind: str) -> Path:
-    """Images, a CameraInfo and camera-to-world poses (PoseStamped or /tf) at the image stamps."""
+def write_posed_bag(path: Path, frames: list[np.ndarray], pose_kind: str,
+                    k: np.ndarray = np.array([250.0, 0, 160, 0, 250, 120, 0, 0, 1])) -> Path:
+    """Images, a CameraInfo with intrinsics ``k`` and camera-to-world poses (PoseStamped or /tf) at the
+    image stamps."""
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -408,7 +418,7 @@ def write_posed_bag(path: Path, frames: list[np.ndarray], pose_kind: str) -> Pat
                                                                 "sensor_msgs/msg/Image"))
             camera = build_message(typestore, "sensor_msgs/msg/CameraInfo", {
                 "header": header, "height": 240, "width": 320, "distortion_model": "plumb_bob", "d": np.zeros(5),
-                "k": np.array([250.0, 0, 160, 0, 250, 120, 0, 0, 1]), "r": np.eye(3).reshape(9),
+                "k": k, "r": np.eye(3).reshape(9),
                 "p": np.zeros(12), "binning_x": 0, "binning_y": 0,
                 "roi": {"x_offset": 0, "y_offset": 0, "height": 0, "width": 0, "do_rectify": False}})
             writer.write(info, stamp, typestore.serialize_cdr(camera, "sensor_msgs/msg/CameraInfo"))
@@ -438,6 +448,22 @@ def test_ground_truth_poses_give_pose_metrics(tmp_path: Path, frames: list[np.nd
     assert pose["auc"] == pytest.approx(
         {f"{t:g}deg": v for t, v in metrics.error_auc(errors, metrics.POSE_AUC_THRESHOLDS).items()})
     assert "Relative pose" in (tmp_path / "out" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("k", [np.zeros(9), np.full(9, np.nan)], ids=["zeros", "nan"])
+def test_camera_info_without_intrinsics_is_counted_not_fatal(tmp_path: Path, frames: list[np.ndarray],
+                                                             weight_files: dict[str, Path], k: np.ndarray) -> None:
+    """A CameraInfo whose K was never filled in: every pair is written, without a pose, counted by reason."""
+    bag_path = write_posed_bag(tmp_path / "bag", frames[:3], "pose", k)
+    config = EvalConfig(source=str(bag_path), topic=TOPIC, gt_topic="/gt")
+    with open_bag(bag_path) as bag:
+        outcome = evaluate(bag, config, fast_matcher(weight_files), tmp_path / "out", progress=False)
+    document = document_of(outcome)
+    pose = document["summary"]["pose"]
+    assert pose["scored_pairs"] == 2 and pose["failures"] == {"bad_intrinsics": 2}
+    assert pose["baselines"]["mnn"]["failures"] == {"bad_intrinsics": 2}
+    assert [r["pose"]["superglue"]["failure"] for r in document["pairs"]] == ["bad_intrinsics"] * 2
+    assert "bad_intrinsics 2" in (tmp_path / "out" / "report.html").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -475,6 +501,27 @@ def test_pair_list_is_scored_as_the_reference_scores_it(rendered_pairs: Path, tm
         assert scores["precision"] == pytest.approx(np.mean([r["pose"][name]["precision"] for r in records[:3]]))
         assert 0 <= scores["matching_score"] <= 1
     assert not (out / "matches_bag").exists() and "Relative pose" in (out / "report.html").read_text()
+
+
+def test_pair_without_motion_is_a_counted_failure_not_the_end(rendered_pairs: Path, tmp_path: Path, capsys) -> None:
+    """An image against itself (no motion, no pose) among good pairs: the good pairs are scored and written,
+    the other is reported as a failure with its reason, and the run succeeds."""
+    lines = (rendered_pairs / "pairs.txt").read_text().splitlines()
+    fields = lines[0].split()
+    still = " ".join([fields[0], fields[0], "0", "0", *fields[4:13], *fields[4:13], *map(str, np.eye(4).ravel())])
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\n".join([lines[0], still, lines[1]]) + "\n")
+    out = tmp_path / "out"
+    code = main(["eval", str(pairs), "--images", str(rendered_pairs), "--resize", "320", "240", "--out", str(out),
+                 "--weights", "sift_open", "--max-keypoints", "256", "--no-progress"])  # the bundled model matches
+    assert code == 0 and "no pose: no_motion 1" in capsys.readouterr().out
+    document = json.loads((out / "metrics.json").read_text())
+    records, pose = document["pairs"], document["summary"]["pose"]
+    assert len(records) == 3 and pose["scored_pairs"] == 3 and pose["failures"] == {"no_motion": 1}
+    superglue = [record["pose"]["superglue"] for record in records]
+    assert superglue[1]["failure"] == "no_motion" and superglue[1]["error"] is None  # infinite, null in JSON
+    assert all(superglue[i]["failure"] is None and math.isfinite(superglue[i]["error"]) for i in (0, 2))
+    assert "no_motion 1" in (out / "report.html").read_text()
 
 
 def test_unreadable_pairs_are_skipped_and_counted(rendered_pairs: Path, tmp_path: Path, weights_args: list[str],

@@ -17,10 +17,11 @@ from superglue_ros import metrics
 from superglue_ros.eval.bagio import BagError, FrameError
 from superglue_ros.eval.pairlist import PairListSource, parse_line, resized_size
 from superglue_ros.eval.scoring import pose_scores
-from superglue_ros.geometry.pose import (EPIPOLAR_THRESHOLD, epipolar_errors, estimate_relative_pose,
-                                         inplane_rotation, pose_error_deg, quaternion_to_rotation, relative_pose,
-                                         rotate_intrinsics, rotation_error_deg, scale_intrinsics,
-                                         translation_error_deg)
+from superglue_ros.geometry.pose import (BAD_INTRINSICS, COLLINEAR_POINTS, EPIPOLAR_THRESHOLD, NO_MOTION,
+                                         NON_FINITE_POINTS, SOLVER_FAILED, TOO_FEW_MATCHES, NoPose, epipolar_errors,
+                                         estimate_relative_pose, inplane_rotation, pose_error_deg,
+                                         quaternion_to_rotation, relative_pose, rotate_intrinsics,
+                                         rotation_error_deg, scale_intrinsics, translation_error_deg)
 
 
 def rz(deg: float) -> np.ndarray:
@@ -217,12 +218,63 @@ def test_pose_rejects_outliers_and_needs_five_matches():
     rotation, translation, inliers = estimate_relative_pose(k0, k1, K_VGA, K_VGA)
     assert inliers[20:].all() and inliers[:20].sum() <= 2
     assert rotation_error_deg(rotation, T_GOOD[:3, :3]) < 0.1 and np.linalg.norm(translation) == pytest.approx(1.0)
-    assert estimate_relative_pose(k0[:4], k1[:4], K_VGA, K_VGA) is None
+    assert estimate_relative_pose(k0[:4], k1[:4], K_VGA, K_VGA) == NoPose(TOO_FEW_MATCHES)
     kpts0, kpts1, matches0 = synthetic_matches(4, np.random.default_rng(5))
     scores = pose_scores(kpts0, kpts1, matches0, K_VGA, K_VGA, T_GOOD)
     assert scores["rotation_error"] == scores["translation_error"] == scores["error"] == math.inf
+    assert scores["failure"] == TOO_FEW_MATCHES
     empty = pose_scores(np.zeros((0, 2)), kpts1, np.zeros(0, int), K_VGA, K_VGA, T_GOOD)
     assert (empty["precision"], empty["matching_score"], empty["correct"]) == (0.0, 0.0, 0)
+
+
+def scene_matches(n: int = 100, seed: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free matches of a 3D scene under T_GOOD, which any of the degenerate cases below spoils."""
+    points = np.c_[np.random.default_rng(seed).uniform(-2, 2, (n, 2)), np.random.default_rng(seed + 1).uniform(4, 8, n)]
+    return project(K_VGA, np.eye(4), points), project(K_VGA, T_GOOD, points)
+
+
+def test_good_matches_give_a_pose_and_each_degenerate_case_a_reason():
+    kpts0, kpts1 = scene_matches()
+    assert isinstance(estimate_relative_pose(kpts0, kpts1, K_VGA, K_VGA), tuple)
+    assert estimate_relative_pose(kpts0[:4], kpts1[:4], K_VGA, K_VGA) == NoPose(TOO_FEW_MATCHES)
+    assert estimate_relative_pose(kpts0, kpts0, K_VGA, K_VGA) == NoPose(NO_MOTION)  # an image against itself
+    barely = kpts0 + 0.3  # under the 1 px RANSAC threshold
+    barely[:4] = kpts1[:4]  # four moving matches are not a minimal sample
+    assert estimate_relative_pose(kpts0, barely, K_VGA, K_VGA) == NoPose(NO_MOTION)
+    on_a_line = np.c_[np.linspace(10, 600, 100), np.linspace(20, 400, 100)]
+    assert estimate_relative_pose(on_a_line, kpts1, K_VGA, K_VGA) == NoPose(COLLINEAR_POINTS)
+    assert estimate_relative_pose(kpts0, np.repeat(kpts1[:1], 100, 0), K_VGA, K_VGA) == NoPose(COLLINEAR_POINTS)
+    broken = kpts1.copy()
+    broken[3] = np.nan
+    assert estimate_relative_pose(kpts0, broken, K_VGA, K_VGA) == NoPose(NON_FINITE_POINTS)
+    for k in (np.zeros((3, 3)), np.full((3, 3), np.nan), np.diag([500.0, -500.0, 1.0]), np.eye(4)):
+        assert estimate_relative_pose(kpts0, kpts1, k, K_VGA) == NoPose(BAD_INTRINSICS)
+        assert estimate_relative_pose(kpts0, kpts1, K_VGA, k) == NoPose(BAD_INTRINSICS)
+
+
+def test_opencv_failing_on_mostly_static_matches_is_no_pose():
+    """Half of the matches still, half moving: OpenCV 5.1's five-point solver raises on the samples of
+    static points (earlier versions return a pose); either way the estimate returns."""
+    kpts0, kpts1 = scene_matches()
+    kpts1[:50] = kpts0[:50]
+    normalised0, normalised1 = (kpts0 - K_VGA[:2, 2]) / np.diag(K_VGA)[:2], (kpts1 - K_VGA[:2, 2]) / np.diag(K_VGA)[:2]
+    try:
+        cv2.findEssentialMat(normalised0, normalised1, np.eye(3), method=cv2.RANSAC, prob=0.99999, threshold=0.002)
+        raises = False
+    except cv2.error:
+        raises = True
+    result = estimate_relative_pose(kpts0, kpts1, K_VGA, K_VGA)
+    assert result == NoPose(SOLVER_FAILED) if raises else isinstance(result, tuple)
+    scores = pose_scores(kpts0, kpts1, np.arange(100), K_VGA, K_VGA, T_GOOD)
+    assert scores["failure"] == (SOLVER_FAILED if raises else None)
+
+
+def test_pose_scores_without_usable_intrinsics_count_nothing_correct():
+    kpts0, kpts1 = scene_matches()
+    with np.errstate(all="raise"):  # no division by a zero focal length either
+        scores = pose_scores(kpts0, kpts1, np.arange(100), np.zeros((3, 3)), K_VGA, T_GOOD)
+    assert scores["failure"] == BAD_INTRINSICS and scores["error"] == math.inf
+    assert (scores["correct"], scores["precision"], scores["matches"]) == (0, 0.0, 100)
 
 
 def test_real_stereo_pairs_have_a_consistent_ground_truth(tmp_path):

@@ -211,18 +211,22 @@ def machine_description(device: torch.device) -> str:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """Human-readable table of :meth:`BenchResult.as_dict`."""
-    config = report["config"]
+    """Human-readable table of :meth:`BenchResult.as_dict`. With ``speed_only`` the weights were stand-ins
+    (deterministic, untrained): their match counts mean nothing and are not shown as a result."""
+    config, speed_only = report["config"], report.get("speed_only", False)
     lines = [", ".join(f"{key}={value}" for key, value in config.items()), "",
              f"{'stage':<14}{'median ms':>12}{'p95 ms':>12}"]
+    if speed_only:
+        lines[1:1] = ["measured: speed and memory only (deterministic weights, not trained: no match quality; "
+                      "--weights sift_open or the official weights also measure matches)", ""]
     for name, values in report["stages_ms"].items():
         lines.append(f"{name:<14}{values['median']:>12.1f}{values['p95']:>12.1f}")
     pair = report["pair_ms"]
     lines.append(f"{'pair total':<14}{pair['median']:>12.1f}{pair['p95']:>12.1f}")
     lines.append("")
     lines.append(f"pairs/s: {report['pairs_per_second']:.2f}")
-    lines.append(f"keypoints per image: {report['keypoints_mean']:.0f}, matches per pair: "
-                 f"{report['matches_mean']:.0f}")
+    matches = "not measured (deterministic weights)" if speed_only else f"{report['matches_mean']:.0f}"
+    lines.append(f"keypoints per image: {report['keypoints_mean']:.0f}, matches per pair: {matches}")
     if report["superglue_gflops"] is not None:
         lines.append(f"SuperGlue: {report['superglue_gflops']:.0f} GFLOP/s")
     if report["agreement_with_exact"] is not None:

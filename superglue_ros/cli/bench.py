@@ -104,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
             with tqdm(total=args.pairs + args.warmup, desc="bench", unit="pair", leave=False) as bar:
                 result = benchmark(matcher, frames, args.mode, args.warmup, config, exact,
                                    progress=lambda done, total: bar.update(1))
-            report = result.as_dict()
+            report = result.as_dict() | {"speed_only": deterministic}
+            if deterministic:
+                report["matches_mean"] = None  # untrained weights: a count, not a result
             print(format_report(report))
     if args.json:
         write_bytes(args.json, json.dumps(report, indent=1).encode())

@@ -179,5 +179,7 @@ def pose_text(pose: Any) -> str:
 
     text = (f"; pose {scores(pose.superglue)}, matching score {100 * (pose.superglue.matching_score or 0):.1f}% "
             f"over {pose.superglue.scored_pairs} pairs")
+    if pose.superglue.failures:
+        text += " (no pose: " + ", ".join(f"{reason} {n}" for reason, n in pose.superglue.failures.items()) + ")"
     ratio = pose.baselines.get("mnn_ratio")
     return text + (f" (MNN+ratio {scores(ratio)})" if ratio is not None else "")

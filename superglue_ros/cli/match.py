@@ -68,12 +68,16 @@ def write_viz(path: str, images: list[np.ndarray], points0: np.ndarray, points1:
     write_bytes(path, encoded.tobytes())
 
 
+def image_size(height_width: tuple[int, int]) -> dict[str, int]:
+    return {"width": int(height_width[1]), "height": int(height_width[0])}
+
+
 def result_json(pair: Any, matcher: Any) -> dict[str, Any]:
     return {
         "model": matcher.model_name,
         "weights": matcher.weights_id,
-        "image_size0": list(pair.features0.image_size),
-        "image_size1": list(pair.features1.image_size),
+        "image_size0": image_size(pair.features0.image_size),  # named fields: --resize takes W H, tensors H, W
+        "image_size1": image_size(pair.features1.image_size),
         "keypoints0": pair.features0.keypoints.cpu().tolist(),
         "keypoints1": pair.features1.keypoints.cpu().tolist(),
         "matches": pair.result.pairs().cpu().tolist(),

@@ -1,7 +1,9 @@
-"""`superglue-ros pairs scenes|real --out DIR`: pair lists with ground-truth poses, for `eval` and `train`.
+"""`superglue-ros pairs scenes|real|demo --out DIR`: image pairs with ground truth, for `eval`, `train` and
+trying `match`.
 
-``scenes`` renders 3D scenes (rooms, corridors, facades, tabletops) textured
-with photographs; each pair is a pure function of (seed, index), so a
+``demo`` writes one pair of a generated textured scene under a known
+homography, the quick start's sample images. ``scenes`` renders 3D scenes
+(rooms, corridors, facades, tabletops) textured with photographs; each pair is a pure function of (seed, index), so a
 validation split is fixed by its seed. ``real`` assembles real stereo pairs
 with known poses from data that installs from package registries.
 """
@@ -31,7 +33,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scenes.add_argument("--no-progress", action="store_true", help="no progress bar")
     real = kinds.add_parser("real", help="real stereo pairs with known poses (opencv-doc, scikit-image)")
     real.add_argument("--out", required=True, metavar="DIR", help="folder for the images and pairs.txt")
+    demo = kinds.add_parser("demo", help="two sample images of a generated scene under a known homography")
+    demo.add_argument("--out", required=True, metavar="DIR",
+                      help="folder for image0.png, image1.png and homography.txt (H from image 0 to image 1)")
+    demo.add_argument("--seed", type=int, default=0, help="which scene and warp (default: 0)")
+    demo.add_argument("--size", type=positive_int("--size", 64, 4096), nargs=2, metavar=("W", "H"),
+                      default=(640, 480), help="image size (default: 640 480)")
     parser.set_defaults(func=run)
+
+
+def write_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import cv2
+
+    from ..data.homographies import demo_pair
+    from ..io import check_writable, write_bytes
+
+    out = Path(args.out)
+    paths = [out / "image0.png", out / "image1.png"]
+    for path in paths:
+        check_writable(path)
+    image0, image1, h = demo_pair(args.seed, tuple(args.size))
+    for path, image in zip(paths, (image0, image1)):
+        write_bytes(path, cv2.imencode(".png", image)[1].tobytes())
+    text = "# H: image0 pixels -> image1 pixels, homogeneous (x, y, 1)\n"
+    write_bytes(out / "homography.txt", (text + "\n".join(" ".join(repr(float(v)) for v in row) for row in h)
+                                         + "\n").encode())
+    print(f"wrote {paths[0]} and {paths[1]} (true homography in {out / 'homography.txt'})")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..files.outputs import check_writable
 
+    if args.kind == "demo":
+        return write_demo(args)
     check_writable(Path(args.out) / "pairs.txt")
     if args.kind == "real":
         from ..data.real_pairs import write_real_pairs

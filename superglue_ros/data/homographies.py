@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from ..geometry.homography import project
+from .textures import procedural_texture
 
 MAX_ROTATION_DEG = 25.0
 SCALE_RANGE = (0.75, 1.25)
@@ -62,6 +63,17 @@ def warp_image(image: np.ndarray, h: np.ndarray, rng: np.random.Generator | None
     if rng is None or not photometric:
         return warped
     return photometric_noise(warped, rng)
+
+
+def demo_pair(seed: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image0, image1, H from image 0 to image 1) of a generated textured scene, width x height gray:
+    sample images that need no download and whose true correspondences are known."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    rows = [np.hstack([procedural_texture(rng, height // 2, width // 2) for _ in range(2)]) for _ in range(2)]
+    scene = cv2.resize(np.vstack(rows), (width, height), interpolation=cv2.INTER_LINEAR)
+    h = sample_homography(rng, height, width, strength=0.7)
+    return scene, warp_image(scene, h, rng), h
 
 
 def photometric_noise(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

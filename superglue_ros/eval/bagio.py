@@ -54,13 +54,15 @@ class RawFrame:
 
 @dataclass(frozen=True)
 class ImageFrame:
-    """A decoded image (BGR/BGRA order for colour) with the stamp its camera driver set."""
+    """A decoded image (BGR/BGRA order for colour) with the stamp its camera driver set; ``name`` is the
+    file of an image-folder frame (relative to the folder), empty for bag messages."""
 
     index: int
     topic: str
     log_time: int
     stamp: Stamp
     image: np.ndarray
+    name: str = ""
 
 
 def _reader_errors() -> tuple[type[BaseException], ...]:
@@ -220,7 +222,8 @@ class ImageFolder:
             image = read_image(raw.data.decode(), max_pixels)
         except ImageReadError as error:
             raise FrameError(str(error), error.reason) from None
-        return ImageFrame(raw.index, raw.topic, raw.log_time, Stamp(raw.index, 0, ""), image)
+        name = Path(raw.data.decode()).relative_to(self.path).as_posix()
+        return ImageFrame(raw.index, raw.topic, raw.log_time, Stamp(raw.index, 0, ""), image, name)
 
     def deserialize(self, data: bytes, msgtype: str) -> Any:
         raise BagError(f"{self.path} is a folder of images: it has no {msgtype} messages")

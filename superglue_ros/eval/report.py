@@ -235,10 +235,10 @@ def _equal_recall_table(synthetic: SyntheticSummary) -> str:
 def _pose_section(pose: PoseSummary, records: list[dict[str, Any]]) -> str:
     thresholds = list(pose.superglue.auc)
     rows = [[name] + [scores.auc.get(t) for t in thresholds] + [scores.precision, scores.matching_score,
-                                                                scores.scored_pairs]
+                                                                scores.scored_pairs, _failures(scores.failures)]
             for name in METHODS if (scores := pose.method(name)) is not None]
-    table = _table(["method"] + [f"AUC@{t}" for t in thresholds] + ["precision", "matching score", "scored pairs"],
-                   rows)
+    header = ["precision", "matching score", "scored pairs", "no pose (infinite error)"]
+    table = _table(["method"] + [f"AUC@{t}" for t in thresholds] + header, rows)
     gains = [[f"superglue - {name}"] + [_with_interval(gain.get(f"auc@{t}"), gain.get(f"auc@{t}_ci95", [None, None]))
                                         for t in thresholds] for name, gain in pose.gains.items()]
     gain_table = ("<p>AUC gain [95% interval, resampling pairs]:</p>"
@@ -249,6 +249,10 @@ def _pose_section(pose: PoseSummary, records: list[dict[str, Any]]) -> str:
             "AUC of the pose error; precision = matches with squared symmetric epipolar distance below 5e-4; "
             "matching score = correct matches / keypoints of image 0.</p>" + table + gain_table
             + _img(cdf_plot({k: v for k, v in curves.items() if v}, "pose error [deg]", 20.0), "pose error CDF"))
+
+
+def _failures(failures: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {count}" for reason, count in failures.items()) or "0"
 
 
 def _pose_record(record: dict[str, Any]) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ cannot be read past some message ends the run the same way, with the reason.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -111,7 +112,7 @@ class Run:
         estimate, matched = outcome.homography, outcome.pair
         record: dict[str, Any] = {
             "index": len(self.records), "frame0": pair.frame0.index, "frame1": pair.frame1.index,
-            "name0": pair.frame0.topic, "name1": pair.frame1.topic,
+            "name0": pair.frame0.name or pair.frame0.topic, "name1": pair.frame1.name or pair.frame1.topic,
             "stamp0_ns": pair.frame0.stamp.nanoseconds, "stamp1_ns": pair.frame1.stamp.nanoseconds,
             "time_s": (pair.frame1.stamp.nanoseconds - self.first_time) / 1e9,
             "keypoints0": len(matched.features0), "keypoints1": len(matched.features1),
@@ -176,7 +177,7 @@ def evaluate(source: Bag | PairListSource, config: EvalConfig, matcher: Matcher,
                         f"sequential mode needs at least two selected frames (--stride {config.stride})")
     inputs = [config.source] + ([config.images] if config.images else [])
     refuse_inputs([out_dir / name for name in output_items(config)], inputs, folder=out_dir)
-    check_replaceable(out_dir)
+    replaced = check_replaceable(out_dir)
     truth = load_ground_truth(source, config) if config.gt_topic and isinstance(source, Bag) else None
     staging = StagedFolder(out_dir, output_items(config))
     matcher.clear_cache()  # keys are (topic, frame index): frames of another bag must not be reused
@@ -209,6 +210,9 @@ def evaluate(source: Bag | PairListSource, config: EvalConfig, matcher: Matcher,
                 write_report(staging / REPORT_FILE, run.outcome)
                 write_json(staging / METRICS_FILE, run.outcome.document.to_json())
                 staging.publish(last=METRICS_FILE)
+            if replaced and not stop_reason:  # else the error line says where the partial outputs went
+                print(f"superglue-ros eval: replaced an earlier run's {', '.join(replaced)} in {out_dir}",
+                      file=sys.stderr)
         except KeyboardInterrupt as late:  # arrived while writing: the outputs are complete, then it acts
             run.outcome.interrupted = run.outcome.interrupted or late
     finally:
@@ -218,13 +222,15 @@ def evaluate(source: Bag | PairListSource, config: EvalConfig, matcher: Matcher,
     return run.outcome
 
 
-def check_replaceable(out_dir: Path) -> None:
-    """Outputs of an earlier run may be replaced; a file of the same name that this tool did not write may not."""
+def check_replaceable(out_dir: Path) -> list[str]:
+    """The outputs of an earlier run that this one replaces; a file of the same name that this tool did not
+    write may not be replaced."""
     existing = {name: out_dir / name for name in (METRICS_FILE, REPORT_FILE, OUTPUT_BAG) if (out_dir / name).exists()}
     for name, path in existing.items():
         if path.is_dir() != (name == OUTPUT_BAG) or not written_by_eval(name, path):
             raise EvalError(f"{path} exists and is not an output of superglue-ros eval; move it or choose "
                             f"another --out")
+    return list(existing)
 
 
 def written_by_eval(name: str, path: Path) -> bool:

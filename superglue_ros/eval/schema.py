@@ -98,7 +98,8 @@ class SyntheticSummary:
 @dataclass(frozen=True)
 class PoseScores:
     """One matcher against ground-truth poses: AUC of the pose error ("5deg", ...), mean epipolar
-    precision and matching score (fractions; None in files from before they were scored)."""
+    precision and matching score (fractions; None in files from before they were scored), and the
+    scored pairs without a pose by reason (``geometry.pose.FAILURE_REASONS``; each counts as infinite)."""
 
     scored_pairs: int
     auc: dict[str, float]
@@ -106,6 +107,7 @@ class PoseScores:
     matching_score: float | None
     rotation_error_deg: Stats
     translation_error_deg: Stats
+    failures: dict[str, int] = field(default_factory=dict)
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> "PoseScores":
@@ -113,12 +115,13 @@ class PoseScores:
         return PoseScores(int(data.get("scored_pairs", 0)), {k: number(v) for k, v in data.get("auc", {}).items()},
                           optional["precision"], optional["matching_score"],
                           Stats.from_json(data.get("rotation_error_deg", {})),
-                          Stats.from_json(data.get("translation_error_deg", {})))
+                          Stats.from_json(data.get("translation_error_deg", {})),
+                          {str(k): int(v) for k, v in data.get("failures", {}).items()})
 
     def to_json(self) -> dict[str, Any]:
         return {"scored_pairs": self.scored_pairs, "auc": dict(self.auc), "precision": self.precision,
                 "matching_score": self.matching_score, "rotation_error_deg": self.rotation_error_deg.to_json(),
-                "translation_error_deg": self.translation_error_deg.to_json()}
+                "translation_error_deg": self.translation_error_deg.to_json(), "failures": dict(self.failures)}
 
 
 @dataclass(frozen=True)

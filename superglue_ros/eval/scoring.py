@@ -15,8 +15,8 @@ import numpy as np
 
 from ..data.homographies import ground_truth_matches
 from ..geometry.homography import HomographyEstimate, estimate_homography
-from ..geometry.pose import (EPIPOLAR_THRESHOLD, epipolar_errors, estimate_relative_pose, rotation_error_deg,
-                             translation_error_deg)
+from ..geometry.pose import (EPIPOLAR_THRESHOLD, NoPose, epipolar_errors, estimate_relative_pose, intrinsics_valid,
+                             rotation_error_deg, translation_error_deg)
 from ..inference.matcher import PairMatch
 from ..models.optimal_transport import extract_matches
 from .. import metrics
@@ -81,18 +81,22 @@ def score_pose(pair_match: PairMatch, k0: np.ndarray, k1: np.ndarray, t_0to1: np
 def pose_scores(kpts0: np.ndarray, kpts1: np.ndarray, matches0: np.ndarray, k0: np.ndarray, k1: np.ndarray,
                 t_0to1: np.ndarray) -> dict[str, Any]:
     """Pose error (the larger of the rotation and translation-direction errors, in degrees; infinite
-    when no pose is found), epipolar precision (matches whose squared symmetric epipolar distance is
-    below 5e-4; 0 without matches) and matching score (correct matches / keypoints of image 0)."""
+    when no pose is found, with the reason in ``failure``), epipolar precision (matches whose squared
+    symmetric epipolar distance is below 5e-4; 0 without matches or usable intrinsics) and matching
+    score (correct matches / keypoints of image 0)."""
     matched = np.flatnonzero(matches0 >= 0)
     points0, points1 = kpts0[matched], kpts1[matches0[matched]]
-    correct = int(np.sum(epipolar_errors(points0, points1, t_0to1, k0, k1) < EPIPOLAR_THRESHOLD))
+    correct = 0
+    if intrinsics_valid(k0) and intrinsics_valid(k1):
+        correct = int(np.sum(epipolar_errors(points0, points1, t_0to1, k0, k1) < EPIPOLAR_THRESHOLD))
     estimate = estimate_relative_pose(points0, points1, k0, k1)
-    if estimate is None:
+    failure = estimate.reason if isinstance(estimate, NoPose) else None
+    if failure is not None:
         rotation = translation = math.inf
     else:
         rotation = rotation_error_deg(estimate[0], t_0to1[:3, :3])
         translation = translation_error_deg(estimate[1], t_0to1[:3, 3])
     return {"rotation_error": rotation, "translation_error": translation,
-            "error": float(np.maximum(rotation, translation)), "matches": int(matched.size), "correct": correct,
-            "precision": correct / matched.size if matched.size else 0.0,
+            "error": float(np.maximum(rotation, translation)), "failure": failure, "matches": int(matched.size),
+            "correct": correct, "precision": correct / matched.size if matched.size else 0.0,
             "matching_score": correct / len(kpts0) if len(kpts0) else 0.0}

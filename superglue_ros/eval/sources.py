@@ -136,12 +136,13 @@ def synthetic_pairs(bag: Bag, config: EvalConfig, decode: Decoder,
     for frame in selected_frames(bag, config, decode):
         gray = np.rint(to_gray_float(frame.image) * 255.0).astype(np.uint8)
         gray = resize_gray(gray, resized_shape(gray.shape[0], gray.shape[1], resize))
-        reference = ImageFrame(frame.index, frame.topic, frame.log_time, frame.stamp, gray)
+        reference = ImageFrame(frame.index, frame.topic, frame.log_time, frame.stamp, gray, frame.name)
         for k in range(config.warps):
             rng = np.random.default_rng([config.seed, frame.index, *([k] if k else [])])
             h = sample_homography(rng, gray.shape[0], gray.shape[1], config.strength)
             warped = warp_image(gray, h, rng, photometric=config.photometric)
-            current = ImageFrame(frame.index, f"{frame.topic} (warped)", frame.log_time, frame.stamp, warped)
+            current = ImageFrame(frame.index, f"{frame.topic} (warped)", frame.log_time, frame.stamp, warped,
+                                 f"{frame.name} (warped)" if frame.name else "")
             yield Pair(reference, current, decode.take(), h)
 
 

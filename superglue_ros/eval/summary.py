@@ -7,6 +7,7 @@ histogram, binned as pairs go by so that memory stays flat on long runs.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -77,8 +78,10 @@ def _pose_scores(pairs: list[dict[str, Any]]) -> PoseScores:
     errors = [p["error"] for p in pairs]
     auc = {f"{t:g}deg": v for t, v in metrics.error_auc(errors, metrics.POSE_AUC_THRESHOLDS).items()}
     mean = (lambda key: float(np.mean([p[key] for p in pairs])) if pairs else math.nan)  # noqa: E731
+    failures = Counter(p["failure"] for p in pairs if p.get("failure"))
     return PoseScores(len(pairs), auc, mean("precision"), mean("matching_score"),
-                      stats([p["rotation_error"] for p in pairs]), stats([p["translation_error"] for p in pairs]))
+                      stats([p["rotation_error"] for p in pairs]), stats([p["translation_error"] for p in pairs]),
+                      dict(sorted(failures.items())))
 
 
 def _summarise_method(scores: list[dict[str, Any]], positives: list[int]) -> HomographyScores:

@@ -10,6 +10,7 @@ wrong so that it lowers an AUC instead of dropping out.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -25,11 +26,56 @@ def normalise(points: np.ndarray, k: np.ndarray) -> np.ndarray:
     return (np.asarray(points, dtype=np.float64).reshape(-1, 2) - k[:2, 2]) / np.diag(k)[:2]
 
 
+# Why a pair has no pose, as counted in the eval summary (``summary.pose.failures``).
+TOO_FEW_MATCHES = "too_few_matches"          # the five-point solver needs five
+BAD_INTRINSICS = "bad_intrinsics"            # a K with a non-finite entry or a focal length <= 0
+NON_FINITE_POINTS = "non_finite_points"
+NO_MOTION = "no_motion"                      # fewer than 5 matches moved more than the RANSAC threshold
+COLLINEAR_POINTS = "collinear_points"        # the matched points of an image lie on one line (or one point)
+SOLVER_FAILED = "solver_failed"              # OpenCV raised (5.1's five-point solver on near-degenerate samples)
+NO_SOLUTION = "no_solution"                  # no essential matrix, or none with points in front of both cameras
+FAILURE_REASONS = (TOO_FEW_MATCHES, BAD_INTRINSICS, NON_FINITE_POINTS, NO_MOTION, COLLINEAR_POINTS, SOLVER_FAILED,
+                   NO_SOLUTION)
+
+
+@dataclass(frozen=True)
+class NoPose:
+    """A pair without a pose estimate and why: it scores an infinite error instead of stopping a run."""
+
+    reason: str
+
+
+def intrinsics_valid(k: np.ndarray) -> bool:
+    """Whether K can normalise pixels: finite, with positive focal lengths (a CameraInfo of zeros is not)."""
+    k = np.asarray(k, dtype=np.float64)
+    return k.shape == (3, 3) and bool(np.isfinite(k).all()) and k[0, 0] > 0 and k[1, 1] > 0
+
+
+def degenerate_reason(normalised0: np.ndarray, normalised1: np.ndarray, threshold: float) -> str | None:
+    """Why matches cannot fix an essential matrix, or None. ``threshold`` is RANSAC's, normalised.
+
+    A match that moves less than the threshold lies within it of every
+    epipolar line [t]x x0 through x0, so it says nothing about the
+    translation: fewer than five moving matches (the solver's minimal
+    sample) leave the pose undetermined. Points on one line in either image
+    leave the epipolar geometry undetermined too.
+    """
+    if not (np.isfinite(normalised0).all() and np.isfinite(normalised1).all()):
+        return NON_FINITE_POINTS
+    if np.count_nonzero(np.linalg.norm(normalised1 - normalised0, axis=1) >= threshold) < 5:
+        return NO_MOTION
+    for points in (normalised0, normalised1):
+        spread = np.linalg.svd(points - points.mean(axis=0), compute_uv=False)
+        if spread[1] / math.sqrt(len(points)) < threshold:  # RMS distance to the best line
+            return COLLINEAR_POINTS
+    return None
+
+
 def estimate_relative_pose(points0: np.ndarray, points1: np.ndarray, k0: np.ndarray, k1: np.ndarray,
                            threshold_px: float = RANSAC_THRESHOLD_PX, confidence: float = RANSAC_CONFIDENCE,
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(R, t, inlier mask) from image-0 to image-1 camera via RANSAC on the essential matrix, or None
-    (fewer than 5 matches, or no essential matrix), computed exactly as the reference's ``estimate_pose``.
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | NoPose:
+    """(R, t, inlier mask) from image-0 to image-1 camera via RANSAC on the essential matrix, computed
+    exactly as the reference's ``estimate_pose``, or NoPose with the reason; it never raises.
 
     Points are normalised by the intrinsics and the pixel threshold divided
     by the focal length (fx of K0 + fy of K1) / 2. Of several stacked
@@ -40,18 +86,27 @@ def estimate_relative_pose(points0: np.ndarray, points1: np.ndarray, k0: np.ndar
     each narrowing it for the next (this matters only with exactly 5 matches).
     """
     if len(points0) < 5:
-        return None
+        return NoPose(TOO_FEW_MATCHES)
+    if not (intrinsics_valid(k0) and intrinsics_valid(k1)):
+        return NoPose(BAD_INTRINSICS)
     focal = 0.5 * (k0[0, 0] + k1[1, 1])
     normalised0, normalised1 = normalise(points0, k0), normalise(points1, k1)
-    essential, mask = cv2.findEssentialMat(normalised0, normalised1, np.eye(3), method=cv2.RANSAC, prob=confidence,
-                                           threshold=threshold_px / focal)
-    if essential is None or essential.size == 0:
-        return None
-    best, result = 0, None
-    for candidate in essential.reshape(-1, 3, 3):
-        count, rotation, translation, _ = cv2.recoverPose(candidate, normalised0, normalised1, np.eye(3), mask=mask)
-        if count > best:
-            best, result = count, (rotation, translation[:, 0], mask.ravel() > 0)
+    reason = degenerate_reason(normalised0, normalised1, threshold_px / focal)
+    if reason is not None:
+        return NoPose(reason)
+    try:
+        essential, mask = cv2.findEssentialMat(normalised0, normalised1, np.eye(3), method=cv2.RANSAC,
+                                               prob=confidence, threshold=threshold_px / focal)
+        if essential is None or essential.size == 0:
+            return NoPose(NO_SOLUTION)
+        best, result = 0, NoPose(NO_SOLUTION)
+        for candidate in essential.reshape(-1, 3, 3):
+            count, rotation, translation, _ = cv2.recoverPose(candidate, normalised0, normalised1, np.eye(3),
+                                                              mask=mask)
+            if count > best:
+                best, result = count, (rotation, translation[:, 0], mask.ravel() > 0)
+    except cv2.error:
+        return NoPose(SOLVER_FAILED)
     return result
 
 
