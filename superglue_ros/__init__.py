@@ -6,4 +6,5 @@ from .models.sift import SIFT
 from .models.superglue import SuperGlue
 from .models.superpoint import SuperPoint
 
-__all__ = ["__version__", "Features", "MatchResult", "Matcher", "PairMatch", "PairRequest", "SIFT", "SuperGlue", "SuperPoint"]
+__all__ = ["__version__", "Features", "MatchResult", "Matcher", "PairMatch", "PairRequest", "SIFT", "SuperGlue",
+           "SuperPoint"]

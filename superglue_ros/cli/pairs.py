@@ -48,7 +48,7 @@ def write_demo(args: argparse.Namespace) -> int:
     import cv2
 
     from ..data.homographies import demo_pair
-    from ..io import check_writable, write_bytes
+    from ..files.outputs import check_writable, write_bytes
 
     out = Path(args.out)
     paths = [out / "image0.png", out / "image1.png"]
