@@ -15,9 +15,10 @@ def counted(function) -> "DispatchCounter":
 
 def test_plain_operations_are_counted_by_name_without_syncs():
     x, y = torch.randn(4), torch.randn(4)
-    counter = counted(lambda: (x + y).mul(2.0).topk(2))
-    assert dict(counter.counts.operations) == {"aten::add": 1, "aten::mul": 1, "aten::topk": 1}
-    assert counter.counts.total_operations == 3
+    counter = counted(lambda: (x + y).mul(2.0).topk(2).values[1].view(1))
+    assert dict(counter.counts.operations) == {"aten::add": 1, "aten::mul": 1, "aten::topk": 1, "aten::select": 1,
+                                               "aten::view": 1}
+    assert counter.counts.total_operations == 5 and counter.counts.views == {"aten::select": 1, "aten::view": 1}
     assert counter.counts.total_syncs == 0 and counter.counts.total_host_built == 0
 
 
@@ -77,3 +78,13 @@ def test_count_dispatches_returns_the_result_and_a_report():
     assert torch.equal(result, torch.full((2,), 2.0))
     report = counts.as_dict()
     assert report["operations"] == 1 and report["syncs"] == 0 and report["top_operations"] == {"aten::add": 1}
+
+
+def test_inference_mode_counts_what_composite_operations_are_made_of():
+    x, weight = torch.randn(2, 3), torch.randn(4, 3)
+    with torch.inference_mode():
+        plain = counted(lambda: torch.nn.functional.linear(x, weight)).counts
+        read = counted(lambda: (x.sum().item(), bool(x.any()))).counts
+    assert counted(lambda: torch.nn.functional.linear(x, weight)).counts.operations == plain.operations
+    assert "aten::linear" not in plain.operations and plain.total_operations >= 1
+    assert read.syncs == {"aten::_local_scalar_dense (cpu)": 2}

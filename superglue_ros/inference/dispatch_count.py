@@ -42,12 +42,18 @@ class DispatchCounts:
     """Operations, synchronisations and host-built tensors of a region, each by name."""
 
     operations: Counter[str] = field(default_factory=Counter)
+    views: Counter[str] = field(default_factory=Counter)
     syncs: Counter[str] = field(default_factory=Counter)
     host_built: Counter[str] = field(default_factory=Counter)
 
     @property
     def total_operations(self) -> int:
         return sum(self.operations.values())
+
+    @property
+    def total_views(self) -> int:
+        """Operations that only make a new view of existing memory: dispatched, but no kernel runs."""
+        return sum(self.views.values())
 
     @property
     def total_syncs(self) -> int:
@@ -59,7 +65,7 @@ class DispatchCounts:
 
     def as_dict(self) -> dict[str, Any]:
         """Totals and the per-name tallies (most frequent first), for JSON reports."""
-        return {"operations": self.total_operations, "syncs": self.total_syncs,
+        return {"operations": self.total_operations, "views": self.total_views, "syncs": self.total_syncs,
                 "host_built": self.total_host_built,
                 "sync_ops": dict(self.syncs.most_common()), "host_built_ops": dict(self.host_built.most_common()),
                 "top_operations": dict(self.operations.most_common(20))}
@@ -117,7 +123,9 @@ def sync_reason(func: torch._ops.OpOverload, args: tuple, kwargs: dict[str, Any]
 class DispatchCounter(TorchDispatchMode):
     """``with DispatchCounter() as counter:`` counts into ``counter.counts`` every op dispatched inside.
 
-    Constants built on the host inside the region (and what is computed from
+    Composite operations (which inference mode lets through undecomposed)
+    are counted as the operations they decompose into, so counts do not
+    depend on whether autograd is on. Constants built on the host inside the region (and what is computed from
     them alone on the CPU) are remembered, so that moving one onto the device
     counts as a host-built tensor rather than as an upload of data the region
     was given.
@@ -131,8 +139,15 @@ class DispatchCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func: torch._ops.OpOverload, types: tuple, args: tuple = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
+        if func.has_kernel_for_dispatch_key(torch._C.DispatchKey.CompositeImplicitAutograd):
+            with self:  # what the op is made of is what runs: count that (as outside inference mode)
+                result = func.decompose(*args, **kwargs)
+            if result is not NotImplemented:
+                return result
         name = _operator(func)
         self.counts.operations[name] += 1
+        if func.is_view:
+            self.counts.views[name] += 1
         inputs = _tensors((args, kwargs))
         source = _copy_source(name, args)
         from_constants = all(t in self._host_constants for t in ([source] if source is not None else inputs))
