@@ -123,18 +123,17 @@ def side_by_side_report(args: argparse.Namespace, matcher: Any, frames: list, co
     states = {"superpoint": matcher.extractor.state_dict(), "superglue": matcher.superglue.state_dict()}
     try:
         reference = Reference(args.reference, states, args.max_keypoints,
-                              matcher.superglue.config["sinkhorn_iterations"])
+                              matcher.superglue.config["sinkhorn_iterations"], matcher.device)
     except (FileNotFoundError, ImportError, RuntimeError) as error:
         raise CommandError(f"--reference {args.reference}: {error}") from None
     try:
         with tqdm(total=args.pairs + args.warmup, desc="side by side", unit="rep", leave=False) as bar:
-            timings = side_by_side(reference, matcher, frames, args.pairs, args.warmup, progress=lambda: bar.update())
+            result = side_by_side(reference, matcher, frames, args.pairs, args.warmup, progress=lambda: bar.update())
     finally:
         reference.close()
     header = ", ".join(f"{k}={v}" for k, v in {**config, "threads": torch.get_num_threads()}.items())
-    print(format_side_by_side(timings, header))
-    return {"schema_version": 3, "config": config, "reference": str(args.reference),
-            "stages": {stage: timing.as_dict() for stage, timing in timings.items()}}
+    print(format_side_by_side(result, header))
+    return {"schema_version": 3, "config": config, "reference": str(args.reference), **result.as_dict()}
 
 
 def cameras_report(args: argparse.Namespace, matcher: Any, frames: list, config: dict[str, Any]) -> dict:
