@@ -69,11 +69,12 @@ def test_bench_command_prints_and_writes_json(weight_files, tmp_path):
         [sys.executable, "-m", "superglue_ros", "bench", "--superpoint-weights", str(weight_files["superpoint"]),
          "--superglue-weights", str(weight_files["superglue"]), "--resize", "160", "120", "--max-keypoints", "64",
          "--sinkhorn-iterations", "10", "--pairs", "2", "--warmup", "1", "--mode", "stream", "--precision", "bf16",
-         "--agreement", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+         "--agreement", "--cpu-load", "1", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert "pairs/s" in done.stdout and "gnn" in done.stdout and "identical to exact" in done.stdout
     report = json.loads(out.read_text())
     assert report["schema_version"] == 3 and report["config"]["precision"] == "bf16"
+    assert report["config"]["cpu_load"] == 1 and "cpu_load=1" in done.stdout
     assert set(report["stages_ms"]) == {"preprocess", "extract", "match", "gnn", "sinkhorn", "geometry"}
     assert report["pairs_per_second"] > 0 and 0.0 <= report["agreement_with_exact"] <= 1.0
     assert report["peak_rss_mb"] > 0
