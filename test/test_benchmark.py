@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from superglue_ros.bench.speed import load_frames, match_agreement, pairs_for, summarize, superglue_flop
+import functools
+
+from superglue_ros.bench.reference import synchronizer, timed
+from superglue_ros.bench.speed import count_pair, load_frames, match_agreement, pairs_for, summarize, superglue_flop
+from superglue_ros.inference.matcher import Matcher
 from superglue_ros.models.types import Features, MatchResult
 from superglue_ros.inference.matcher import PairMatch
 from superglue_ros.files.images import ImageReadError
@@ -65,15 +69,19 @@ def test_bench_command_prints_and_writes_json(weight_files, tmp_path):
         [sys.executable, "-m", "superglue_ros", "bench", "--superpoint-weights", str(weight_files["superpoint"]),
          "--superglue-weights", str(weight_files["superglue"]), "--resize", "160", "120", "--max-keypoints", "64",
          "--sinkhorn-iterations", "10", "--pairs", "2", "--warmup", "1", "--mode", "stream", "--precision", "bf16",
-         "--agreement", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+         "--agreement", "--cpu-load", "1", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert "pairs/s" in done.stdout and "gnn" in done.stdout and "identical to exact" in done.stdout
     report = json.loads(out.read_text())
     assert report["schema_version"] == 3 and report["config"]["precision"] == "bf16"
+    assert report["config"]["cpu_load"] == 1 and "cpu_load=1" in done.stdout
     assert set(report["stages_ms"]) == {"preprocess", "extract", "match", "gnn", "sinkhorn", "geometry"}
     assert report["pairs_per_second"] > 0 and 0.0 <= report["agreement_with_exact"] <= 1.0
     assert report["peak_rss_mb"] > 0 and report["speed_only"] is False and report["matches_mean"] >= 0
     assert "speed and memory only" not in done.stdout
+    dispatch = report["dispatch_per_pair"]
+    assert dispatch["operations"] > 100 and dispatch["syncs"] == sum(dispatch["sync_ops"].values())
+    assert f"per pair: {dispatch['operations']} dispatched operations" in done.stdout
 
 
 def test_bench_with_deterministic_weights_says_it_measured_speed_only(tmp_path):
@@ -90,6 +98,31 @@ def test_bench_with_deterministic_weights_says_it_measured_speed_only(tmp_path):
     report = json.loads(out.read_text())
     assert report["speed_only"] is True and report["matches_mean"] is None
     assert "deterministic weights" in report["config"]["model"]
+
+
+def test_a_stream_pair_dispatches_fewer_operations_than_a_fresh_pair(weight_files):
+    matcher = Matcher(superpoint_weights=weight_files["superpoint"], superglue_weights=weight_files["superglue"],
+                      superglue={"sinkhorn_iterations": 3}, extractor={"max_keypoints": 32})
+    frames = load_frames(None, 3, (96, 64))
+    pair, stream = count_pair(matcher, frames, "pair"), count_pair(matcher, frames, "stream")
+    # a stream pair extracts one frame (the other is cached), a fresh pair two (as one batch)
+    assert stream.operations["aten::convolution"] > 0 and pair.operations["aten::convolution"] > 0
+    assert stream.total_operations < pair.total_operations and stream.total_views < pair.total_views
+
+
+def test_synchronizer_waits_for_cuda_devices_only():
+    assert synchronizer(torch.device("cpu"))() is None
+    assert synchronizer(torch.device("meta")) is synchronizer(torch.device("cpu"))
+    for device in (torch.device("cuda"), torch.device("cuda", 1)):
+        wait = synchronizer(device)
+        assert isinstance(wait, functools.partial) and wait.func is torch.cuda.synchronize
+        assert wait.args == (device,)  # the device that ran the work, not the current one
+
+
+def test_timed_calls_are_bracketed_by_the_synchronizer():
+    calls = []
+    seconds = timed(lambda: calls.append("call"), lambda: calls.append("wait"))
+    assert calls == ["wait", "call", "wait"] and seconds >= 0
 
 
 # A stand-in with the reference's interface (its package layout, weight files beside the code, config dicts,
@@ -152,6 +185,12 @@ def test_side_by_side_harness_times_every_stage_interleaved(weight_files, tmp_pa
         assert row["reference_ms"]["median"] > 0 and row["ours_ms"]["median"] > 0, stage
         assert row["ratio"]["min"] <= row["ratio"]["median"] <= row["ratio"]["max"]
     assert "reference / ours" in done.stdout and "sinkhorn" in done.stdout
+    counts = report["dispatch_per_call"]
+    assert set(counts) == {"pair", "stream"} and set(counts["pair"]) == {"reference", "ours"}
+    for stage in counts:  # the stand-in is built on this package's models, plus the harness' own work
+        assert 0 < counts[stage]["ours"]["operations"] and 0 < counts[stage]["reference"]["operations"]
+    assert counts["stream"]["ours"]["operations"] < counts["pair"]["ours"]["operations"]
+    assert "ops/syncs" in done.stdout
     # the checkout is imported from a temporary copy: nothing is written into it (no weights, no __pycache__)
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "checkout").rglob("*")) == before
 

@@ -13,6 +13,7 @@ repetition.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import io
 import shutil
@@ -28,12 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..inference.dispatch_count import DispatchCounts, count_dispatches
 from ..inference.matcher import Matcher
 from ..models.superglue import SuperGlue, pad_features
 from ..models.superpoint import SuperPoint
 
 REFERENCE_PACKAGE = "superglue_reference_models"
 OFFICIAL_NAMES = {"superpoint": "superpoint_v1.pth", "superglue": "superglue_indoor.pth"}
+STAGES = ("superpoint", "gnn", "sinkhorn", "pair", "stream")
+COUNTED_STAGES = ("pair", "stream")
 
 
 @dataclass
@@ -58,10 +62,10 @@ def spread(values: Sequence[float], scale: float = 1.0) -> dict[str, float | Non
 
 class Reference:
     """The reference's SuperPoint and SuperGlue, imported from a temporary copy of ``checkout/models``
-    whose ``weights`` folder holds the given state dicts under the official file names."""
+    whose ``weights`` folder holds the given state dicts under the official file names, on ``device``."""
 
     def __init__(self, checkout: str | Path, states: dict[str, dict[str, torch.Tensor]], max_keypoints: int,
-                 iterations: int) -> None:
+                 iterations: int, device: torch.device = torch.device("cpu")) -> None:
         models = Path(checkout) / "models"
         if not (models / "superglue.py").is_file() or not (models / "superpoint.py").is_file():
             raise FileNotFoundError(f"{checkout} is not a checkout of magicleap/SuperGluePretrainedNetwork "
@@ -74,7 +78,8 @@ class Reference:
                 shutil.copy(models / name, package / name)
         (package / "__init__.py").touch()
         for name, state in states.items():
-            torch.save(state, package / "weights" / OFFICIAL_NAMES[name])
+            torch.save({key: value.detach().cpu() for key, value in state.items()},
+                       package / "weights" / OFFICIAL_NAMES[name])
         sys.path.insert(0, self._folder.name)
         try:
             superpoint = importlib.import_module(f"{REFERENCE_PACKAGE}.superpoint")
@@ -85,6 +90,8 @@ class Reference:
             self.superpoint = superpoint.SuperPoint({"max_keypoints": max_keypoints, "nms_radius": 4,
                                                      "keypoint_threshold": 0.005}).eval()
             self.superglue = superglue.SuperGlue({"weights": "indoor", "sinkhorn_iterations": iterations}).eval()
+        self.superpoint.to(device)
+        self.superglue.to(device)
         self.log_optimal_transport = superglue.log_optimal_transport
         self.iterations = iterations
 
@@ -105,26 +112,57 @@ class Reference:
         self._folder.cleanup()
 
 
-def timed(function: Callable[[], Any]) -> float:
+def _no_wait() -> None:
+    """The CPU runs each operation before returning: there is nothing queued to wait for."""
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """What waits until ``device`` has finished the work queued on it, so a timer stops at the true end."""
+    if device.type == "cuda":
+        return functools.partial(torch.cuda.synchronize, device)
+    return _no_wait
+
+
+def timed(function: Callable[[], Any], synchronize: Callable[[], None] = _no_wait) -> float:
+    """Seconds of ``function``, bracketed by ``synchronize`` so that earlier and queued work are not charged."""
+    synchronize()
     start = time.perf_counter()
     function()
+    synchronize()
     return time.perf_counter() - start
 
 
+@dataclass
+class SideBySide:
+    """Interleaved timings per stage and, per counted stage, what one call of each side dispatched."""
+
+    timings: dict[str, Timing]
+    counts: dict[str, dict[str, DispatchCounts]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stages": {stage: timing.as_dict() for stage, timing in self.timings.items()},
+                "dispatch_per_call": {stage: {side: counts.as_dict() for side, counts in sides.items()}
+                                      for stage, sides in self.counts.items()}}
+
+
 def side_by_side(reference: Reference, matcher: Matcher, frames: Sequence[np.ndarray], repetitions: int,
-                 warmup: int = 1, progress: Callable[[], None] | None = None) -> dict[str, Timing]:
-    """Per stage, ``repetitions`` interleaved timings of both (order alternating), after ``warmup``.
+                 warmup: int = 1, progress: Callable[[], None] | None = None) -> SideBySide:
+    """Per stage, ``repetitions`` interleaved timings of both (order alternating), after ``warmup``; then one
+    untimed repetition counts what the pair and stream stages of each side dispatch.
 
     superpoint: one image; gnn: SuperGlue up to the score matrix; sinkhorn: the
     optimal transport of that matrix; pair: two fresh frames matched; stream:
     a new frame matched against the previous one, whose features are kept.
+    Both run on the matcher's device; every timed call is bracketed by a
+    synchronisation of that device.
     """
-    timings = {stage: Timing() for stage in ("superpoint", "gnn", "sinkhorn", "pair", "stream")}
-    images = [torch.from_numpy(frame.astype(np.float32) / 255.0) for frame in frames]
+    result = SideBySide({stage: Timing() for stage in STAGES})
+    synchronize = synchronizer(matcher.device)
+    images = [torch.from_numpy(frame.astype(np.float32) / 255.0).to(matcher.device) for frame in frames]
     our_superglue: SuperGlue = matcher.superglue
     our_superpoint: SuperPoint = matcher.extractor
     with torch.inference_mode():
-        for repetition in range(warmup + repetitions):
+        for repetition in range(warmup + repetitions + 1):
             index = repetition % (len(images) - 1)
             image0, image1 = images[index], images[index + 1]
             ref0, ref1 = reference.extract(image0[None, None]), reference.extract(image1[None, None])
@@ -148,25 +186,34 @@ def side_by_side(reference: Reference, matcher: Matcher, frames: Sequence[np.nda
                                                  ("stream", index + 1 + repetition * len(images)))),
             }
             matcher.match(frames[index], frames[index], ("stream", index), ("stream", index))  # cache frame 0
+            if repetition == warmup + repetitions:
+                result.counts = {stage: {"reference": count_dispatches(stages[stage][0])[1],
+                                         "ours": count_dispatches(stages[stage][1])[1]} for stage in COUNTED_STAGES}
+                break
             for stage, (theirs, ours) in stages.items():
                 first, second = (theirs, ours) if repetition % 2 == 0 else (ours, theirs)
-                seconds = timed(first), timed(second)
+                seconds = timed(first, synchronize), timed(second, synchronize)
                 if repetition >= warmup:
                     t_ref, t_ours = seconds if repetition % 2 == 0 else seconds[::-1]
-                    timings[stage].reference.append(t_ref)
-                    timings[stage].ours.append(t_ours)
+                    result.timings[stage].reference.append(t_ref)
+                    result.timings[stage].ours.append(t_ours)
             if progress is not None:
                 progress()
-    return timings
+    return result
 
 
-def format_side_by_side(timings: dict[str, Timing], header: str) -> str:
+def format_side_by_side(result: SideBySide, header: str) -> str:
     lines = [header, "", f"{'stage':<12}{'reference ms':>22}{'ours ms':>22}{'reference / ours':>26}"]
-    for stage, timing in timings.items():
+    for stage, timing in result.timings.items():
         row = timing.as_dict()
         cells = [f"{row[k]['median']:.1f} [{row[k]['min']:.0f}-{row[k]['max']:.0f}]"
                  for k in ("reference_ms", "ours_ms")]
         ratio = row["ratio"]
         lines.append(f"{stage:<12}{cells[0]:>22}{cells[1]:>22}"
                      f"{ratio['median']:>13.2f}x [{ratio['min']:.2f}-{ratio['max']:.2f}]")
+    if result.counts:
+        lines += ["", f"{'per call':<12}{'reference ops/syncs':>22}{'ours ops/syncs':>22}"]
+        for stage, sides in result.counts.items():
+            cells = [f"{sides[side].total_operations}/{sides[side].total_syncs}" for side in ("reference", "ours")]
+            lines.append(f"{stage:<12}{cells[0]:>22}{cells[1]:>22}")
     return "\n".join(lines)

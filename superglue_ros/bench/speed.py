@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..data.homographies import sample_homography, warp_image
+from ..inference.dispatch_count import DispatchCounter, DispatchCounts
 from ..metrics import summary
 from ..inference.matcher import Matcher, PairMatch, PairRequest
 from ..inference.pipeline import MATCH_PARTS, STAGES, HomographySettings, PairOutcome, match_pair
@@ -43,6 +44,7 @@ class BenchResult:
     agreement: float | None = None
     peak_rss_mb: float = 0.0
     cuda_max_allocated_mb: float | None = None
+    dispatch: DispatchCounts | None = None
 
     def as_dict(self) -> dict[str, Any]:
         pair = summarize(self.pair_seconds)
@@ -60,6 +62,7 @@ class BenchResult:
             "agreement_with_exact": self.agreement,
             "peak_rss_mb": self.peak_rss_mb,
             "cuda_max_allocated_mb": self.cuda_max_allocated_mb,
+            "dispatch_per_pair": self.dispatch.as_dict() if self.dispatch is not None else None,
         }
 
 
@@ -174,7 +177,33 @@ def benchmark(matcher: Matcher, frames: Sequence[np.ndarray], mode: str, warmup:
     result.peak_rss_mb = peak_rss_mb()
     if matcher.device.type == "cuda":
         result.cuda_max_allocated_mb = torch.cuda.max_memory_allocated(matcher.device) / 2**20
+    result.dispatch = count_pair(matcher, frames, mode)
     return result
+
+
+def count_pair(matcher: Matcher, frames: Sequence[np.ndarray], mode: str) -> DispatchCounts:
+    """What one pair of the timed path dispatches, counted on an extra untimed pair (counting is slow).
+
+    In stream mode the first frame comes from the cache, as it does when timed.
+    """
+    settings = HomographySettings()
+    keys = [("dispatch count", index) for index in range(3)]
+    request = PairRequest(frames[0], frames[1])
+    if mode == "stream":
+        match_pair(matcher, PairRequest(frames[0], frames[1], keys[0], keys[1]), settings)
+        request = PairRequest(frames[1], frames[2], keys[1], keys[2])
+    with DispatchCounter() as counter:
+        match_pair(matcher, request, settings)
+    return counter.counts
+
+
+def format_dispatch(counts: dict[str, Any]) -> str:
+    """One line of :meth:`DispatchCounts.as_dict`: totals, then what synchronised and what was host-built."""
+    line = (f"{counts['operations']} dispatched operations ({counts['views']} of them views), "
+            f"{counts['syncs']} host synchronisations, "
+            f"{counts['host_built']} host-built tensors")
+    details = [f"{name} x{count}" for name, count in {**counts["sync_ops"], **counts["host_built_ops"]}.items()]
+    return line + (f" ({', '.join(details)})" if details else "")
 
 
 def match_agreement(candidate: PairMatch, exact: PairMatch) -> tuple[int, int]:
@@ -234,4 +263,6 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"peak RSS: {report['peak_rss_mb']:.0f} MB")
     if report["cuda_max_allocated_mb"] is not None:
         lines.append(f"CUDA max allocated: {report['cuda_max_allocated_mb']:.0f} MB")
+    if report["dispatch_per_pair"] is not None:
+        lines.append(f"per pair: {format_dispatch(report['dispatch_per_pair'])}")
     return "\n".join(lines)

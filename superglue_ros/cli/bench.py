@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cameras", type=positive_int("--cameras"), nargs="+", metavar="N",
                         help="camera counts (e.g. 1 2 4): each round matches one new frame per camera, as one "
                              "batch and one by one, and prints pairs/s, latency and the ratio")
+    parser.add_argument("--cpu-load", type=positive_int("--cpu-load", 0), default=0, metavar="N",
+                        help="time with N competing CPU-bound processes running (started after loading, "
+                             "stopped afterwards) (default: %(default)s)")
     parser.add_argument("--json", metavar="OUT.json", help="write the measurements as JSON")
     parser.set_defaults(func=run)
 
@@ -71,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     import torch
-    from tqdm import tqdm
 
-    from ..bench.speed import benchmark, format_report, load_frames, machine_description
+    from ..bench.load import cpu_load
+    from ..bench.speed import load_frames, machine_description
     from ..files.images import ImageReadError
     from ..files.outputs import check_writable, write_bytes
 
@@ -94,24 +97,36 @@ def run(args: argparse.Namespace) -> int:
         config = {"device": machine_description(matcher.device), "precision": args.precision, "mode": args.mode,
                   "size": f"{size[0]}x{size[1]}", "max_keypoints": args.max_keypoints,
                   "sinkhorn_iterations": matcher.superglue.config["sinkhorn_iterations"], "model": label,
-                  "frames": args.images or "generated", "torch": torch.__version__}
-        if args.reference:
-            report = side_by_side_report(args, matcher, frames, config)
-        elif args.cameras:
-            report = cameras_report(args, matcher, frames, config)
-        else:
-            exact = build_matcher(args, precision="fp32") if args.agreement else None
-            with tqdm(total=args.pairs + args.warmup, desc="bench", unit="pair", leave=False) as bar:
-                result = benchmark(matcher, frames, args.mode, args.warmup, config, exact,
-                                   progress=lambda done, total: bar.update(1))
-            report = result.as_dict() | {"speed_only": deterministic}
-            if deterministic:
-                report["matches_mean"] = None  # untrained weights: a count, not a result
-            print(format_report(report))
+                  "frames": args.images or "generated", "torch": torch.__version__, "cpu_load": args.cpu_load}
+        with cpu_load(args.cpu_load):
+            report = measure(args, matcher, frames, config, deterministic)
     if args.json:
         write_bytes(args.json, json.dumps(report, indent=1).encode())
         print(f"wrote {args.json}")
     return 0
+
+
+def measure(args: argparse.Namespace, matcher: Any, frames: list, config: dict[str, Any],
+            deterministic: bool) -> dict:
+    """The measurement the options ask for, printed; its report. With deterministic weights the match count
+    is no result, and the report says it measured speed only."""
+    from tqdm import tqdm
+
+    from ..bench.speed import benchmark, format_report
+
+    if args.reference:
+        return side_by_side_report(args, matcher, frames, config)
+    if args.cameras:
+        return cameras_report(args, matcher, frames, config)
+    exact = build_matcher(args, precision="fp32") if args.agreement else None
+    with tqdm(total=args.pairs + args.warmup, desc="bench", unit="pair", leave=False) as bar:
+        result = benchmark(matcher, frames, args.mode, args.warmup, config, exact,
+                           progress=lambda done, total: bar.update(1))
+    report = result.as_dict() | {"speed_only": deterministic}
+    if deterministic:
+        report["matches_mean"] = None  # untrained weights: a count, not a result
+    print(format_report(report))
+    return report
 
 
 def side_by_side_report(args: argparse.Namespace, matcher: Any, frames: list, config: dict[str, Any]) -> dict:
@@ -126,18 +141,17 @@ def side_by_side_report(args: argparse.Namespace, matcher: Any, frames: list, co
     states = {"superpoint": matcher.extractor.state_dict(), "superglue": matcher.superglue.state_dict()}
     try:
         reference = Reference(args.reference, states, args.max_keypoints,
-                              matcher.superglue.config["sinkhorn_iterations"])
+                              matcher.superglue.config["sinkhorn_iterations"], matcher.device)
     except (FileNotFoundError, ImportError, RuntimeError) as error:
         raise CommandError(f"--reference {args.reference}: {error}") from None
     try:
         with tqdm(total=args.pairs + args.warmup, desc="side by side", unit="rep", leave=False) as bar:
-            timings = side_by_side(reference, matcher, frames, args.pairs, args.warmup, progress=lambda: bar.update())
+            result = side_by_side(reference, matcher, frames, args.pairs, args.warmup, progress=lambda: bar.update())
     finally:
         reference.close()
     header = ", ".join(f"{k}={v}" for k, v in {**config, "threads": torch.get_num_threads()}.items())
-    print(format_side_by_side(timings, header))
-    return {"schema_version": 3, "config": config, "reference": str(args.reference),
-            "stages": {stage: timing.as_dict() for stage, timing in timings.items()}}
+    print(format_side_by_side(result, header))
+    return {"schema_version": 3, "config": config, "reference": str(args.reference), **result.as_dict()}
 
 
 def cameras_report(args: argparse.Namespace, matcher: Any, frames: list, config: dict[str, Any]) -> dict:

@@ -30,6 +30,14 @@ def to_gray_float(image: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
     channel_order: "bgr" or "rgb" for 3-/4-channel images (alpha is ignored).
     Float input is taken to be in [0, 1] already and is clipped to it.
     """
+    gray = _scaled(checked_frame(image, channel_order))
+    if gray.ndim == 3:
+        gray = cv2.cvtColor(gray, _TO_GRAY[(gray.shape[2], channel_order)])
+    return np.ascontiguousarray(gray, dtype=np.float32)
+
+
+def checked_frame(image: np.ndarray, channel_order: str) -> np.ndarray:
+    """The image as (H, W) or (H, W, 3|4) after checking its type, layout and channel order."""
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
     if not isinstance(image, np.ndarray):
@@ -40,10 +48,7 @@ def to_gray_float(image: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
         raise ValueError(f"image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"image is empty (shape {image.shape})")
-    gray = _scaled(image)
-    if gray.ndim == 3:
-        gray = cv2.cvtColor(gray, _TO_GRAY[(gray.shape[2], channel_order)])
-    return np.ascontiguousarray(gray, dtype=np.float32)
+    return image
 
 
 def _scaled(image: np.ndarray) -> np.ndarray:
