@@ -424,3 +424,18 @@ def test_repeated_signals_end_the_node_quietly(ros_env, start_node, tmp_path, ge
     node.process.send_signal(signal_number)
     assert node.process.wait(timeout=60) == status, node.output()
     assert "Traceback" not in node.output() and "terminate called" not in node.output()
+
+
+def test_sourcing_the_install_alone_finds_the_venvs_ros_packages(ros_env):
+    """The no-system-ROS path: `source .ros/install/setup.bash` must chain the virtual environment's prefix,
+    or `ros2 interface show superglue_ros/msg/Matches` cannot find std_msgs."""
+    setup = INSTALL.parent / "setup.bash"
+    if not setup.is_file():
+        skip_or_fail(f"no {setup}: the ROS build is not .ci/ros_build.sh's")
+    env = {key: value for key, value in os.environ.items() if key not in ("AMENT_PREFIX_PATH", "PYTHONPATH")}
+    script = (f"source {setup} && {sys.executable} -c \"from ament_index_python import get_package_share_directory "
+              f"as share; print(share('std_msgs')); print(share('superglue_ros'))\"")
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    std_msgs, ours = done.stdout.split()
+    assert Path(std_msgs, "msg", "Header.msg").is_file() and Path(ours, "msg", "RelativePose.msg").is_file()
