@@ -45,3 +45,13 @@ find .ros/src -name __pycache__ -prune -exec rm -rf {} +
 export PATH="$venv/bin:$PATH" AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv"
 colcon build --paths .ros/src/superglue_ros --build-base .ros/build --install-base .ros/install \
     --cmake-args -DPython3_EXECUTABLE="$venv/bin/python" -DBUILD_TESTING=ON
+
+# The ROS 2 packages from PyPI (std_msgs, the ros2 tools' index) live in the virtual environment,
+# which has no setup file of its own for colcon to chain: chain its prefix here, so that
+# `source .ros/install/setup.bash` alone is enough for `ros2 interface show superglue_ros/msg/Matches`.
+cat >> .ros/install/setup.bash <<CHAIN
+
+# superglue_ros (.ci/ros_build.sh): the virtual environment holding the ROS 2 packages from PyPI
+case ":\${AMENT_PREFIX_PATH:-}:" in *":$venv:"*) ;; *) export AMENT_PREFIX_PATH="\${AMENT_PREFIX_PATH:+\$AMENT_PREFIX_PATH:}$venv" ;; esac
+case ":\${PATH}:" in *":$venv/bin:"*) ;; *) export PATH="$venv/bin:\$PATH" ;; esac
+CHAIN

@@ -11,13 +11,15 @@ SuperPoint's detector settings), and the node reports the value it uses.
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .geometry import homography
 from .inference import loading, matcher, preprocess
-from .models import superglue, superpoint
+from .inference.model_files import BUNDLED
+from .models import sift, superglue, superpoint
 from .models.types import DEFAULT_BUDGET, MAX_KEYPOINTS
 from .settings import Setting
 
@@ -30,13 +32,15 @@ TARGETS = ("matcher", "extractor", "superglue", "homography", "pairing", "node")
 @dataclass(frozen=True)
 class Parameter:
     """A setting, where users may give it, and where its value goes. ``read_only``: node parameters
-    that take effect at the next configure (they load models or shape topics)."""
+    that take effect at configure (they load models or shape topics): the node accepts them only while
+    unconfigured."""
 
     setting: Setting
     target: str
     scopes: tuple[str, ...]
     read_only: bool = False
     flags: tuple[str, ...] = ()
+    items: type = str  # of a list: names (str) or numbers (float)
 
     @property
     def name(self) -> str:
@@ -51,6 +55,12 @@ class Parameter:
         return self.flags or (f"--{self.name.replace('_', '-')}",)
 
     def parse(self, text: str) -> Any:
+        """A value from a launch argument or option; lists also in ROS's YAML form (``[a, b]``, ``['a']``)."""
+        if self.setting.kind is list:
+            text = text.strip()
+            if text.startswith("[") and text.endswith("]"):
+                text = text[1:-1]
+            text = ",".join(item.strip().strip("'\"") for item in text.split(","))
         return self.setting.parse(text)
 
 
@@ -60,6 +70,11 @@ def _setting(settings: tuple[Setting, ...], name: str, **changes: Any) -> Settin
 
 
 NODE, LAUNCH, CLI = "node", "launch", "cli"
+# 3072 x 2048: one frame through SuperPoint + SuperGlue stays under about 2 GB (README, "Memory").
+NODE_MAX_IMAGE_PIXELS = 3072 * 2048
+# The ROS value of a model setting left unset (every such setting's range starts at 0): the loaded
+# model's own value applies, and the node reports that value once configured.
+MODEL_OWN = -1
 PARAMETERS: tuple[Parameter, ...] = (
     Parameter(Setting("mode", str, "sequential", "stereo: left/right image pairs by approximate time; sequential: "
                       "each frame against the previous one; keyframe: against a keyframe replaced when tracking "
@@ -84,13 +99,16 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter(matcher.ONNX_DIR, "matcher", SCOPES, True),
     Parameter(preprocess.RESIZE_WIDTH, "matcher", (NODE, LAUNCH), True),
     Parameter(preprocess.RESIZE_HEIGHT, "matcher", (NODE, LAUNCH), True),
-    Parameter(preprocess.MAX_IMAGE_PIXELS, "matcher", SCOPES),
+    Parameter(replace(preprocess.MAX_IMAGE_PIXELS, default=NODE_MAX_IMAGE_PIXELS), "matcher", SCOPES),
     Parameter(replace(MAX_KEYPOINTS, default=DEFAULT_BUDGET), "extractor", SCOPES),
     Parameter(_setting(superpoint.SETTINGS, "keypoint_threshold", default=None), "extractor", SCOPES),
     Parameter(_setting(superpoint.SETTINGS, "nms_radius", default=None), "extractor", SCOPES),
     Parameter(_setting(superglue.SETTINGS, "sinkhorn_iterations", default=None), "superglue", SCOPES),
     Parameter(_setting(superglue.SETTINGS, "match_threshold", default=None), "superglue", SCOPES),
     Parameter(_setting(superglue.SETTINGS, "sinkhorn_tolerance", default=None), "superglue", (NODE, CLI)),
+    Parameter(Setting("camera_matrix", list, [], "intrinsics K (3x3 row-major, pixels of the camera's "
+                      "images) for the `relative_pose` output of every camera, used where no `camera_info` has "
+                      "arrived (empty: `camera_info` only)"), "node", (NODE,), items=float),
     Parameter(Setting("slop", float, 0.02, "stereo: largest stamp difference of a pair [seconds]", 0.0, 10.0),
               "pairing", (NODE, CLI), flags=("--slop", "--sync-tolerance")),
     Parameter(Setting("sync_queue_size", int, 10, "stereo: unpaired frames kept per camera while waiting for a "
@@ -126,9 +144,22 @@ def validate(name: str, value: Any) -> Any:
         raise ValueError(f"unknown parameter {name!r}")
     if value is None:
         return None
-    if BY_NAME[name].setting.kind is list:
-        return check_names(name, value)
-    return BY_NAME[name].setting.check(value)
+    parameter = BY_NAME[name]
+    if parameter.setting.kind is list:
+        return check_names(name, value) if parameter.items is str else check_camera_matrix(name, value)
+    return parameter.setting.check(value)
+
+
+def check_camera_matrix(name: str, value: Any) -> list[float]:
+    """Empty, or 9 finite numbers of a 3x3 K with positive focal lengths and last row 0, 0, 1."""
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        raise ValueError(f"{name} must be a list of numbers, got {value!r}")
+    k = [float(v) for v in value]
+    if k and (len(k) != 9 or k[0] <= 0 or k[4] <= 0 or k[6:] != [0.0, 0.0, 1.0]):
+        raise ValueError(f"{name} must be empty or the 9 numbers of K row by row [fx, 0, cx, 0, fy, cy, 0, 0, 1] "
+                         f"(fx, fy > 0), got {list(value)!r}")
+    return k
 
 
 def check_names(name: str, value: Any) -> list[str]:
@@ -145,11 +176,42 @@ def check_names(name: str, value: Any) -> list[str]:
 
 
 def resolve(given: dict[str, Any]) -> dict[str, Any]:
-    """Defaults updated with the validated values a user gave (None: not set)."""
+    """Defaults updated with the validated values a user gave (None: not set), checked together."""
     values = dict(DEFAULTS)
     for name, value in given.items():
         values[name] = validate(name, value)
+    check_together(values)
     return values
+
+
+def check_together(values: dict[str, Any]) -> None:
+    """ValueError for values that are each valid but do not go together."""
+    if bool(values.get("resize_width")) != bool(values.get("resize_height")):
+        raise ValueError(f"resize_width and resize_height go together: give both, or neither (0) to keep the "
+                         f"camera's size; got resize_width={values.get('resize_width')}, "
+                         f"resize_height={values.get('resize_height')}")
+    extractor = front_end(values)
+    every = set().union(*EXTRACTOR_SETTINGS.values())
+    foreign = every - EXTRACTOR_SETTINGS.get(extractor, every)
+    for name in sorted(foreign):
+        if values.get(name) is not None:
+            raise ValueError(f"{name} does not apply to the {extractor.upper()} extractor of weights "
+                             f"{values['weights']!r} (leave it unset: {MODEL_OWN} in ROS)")
+
+
+# The settings each keypoint extractor has; a value for another extractor's setting is refused.
+EXTRACTOR_SETTINGS = {"superpoint": {s.name for s in superpoint.SETTINGS}, "sift": {s.name for s in sift.SETTINGS}}
+
+
+def front_end(values: dict[str, Any]) -> str | None:
+    """The keypoint extractor the weights settings load ("superpoint" or "sift"), without loading them;
+    None for a model file, whose extractor is known once it is loaded."""
+    weights = values.get("weights", DEFAULTS["weights"])
+    if values.get("superpoint_weights") or values.get("superglue_weights") or weights in loading.OFFICIAL_SUPERGLUE:
+        return "superpoint"
+    if weights == "auto":
+        return "superpoint" if loading.official_available(values.get("weights_dir") or None) else "sift"
+    return "sift" if weights in BUNDLED else None
 
 
 def matcher_arguments(values: dict[str, Any]) -> dict[str, Any]:
@@ -170,11 +232,28 @@ def matcher_arguments(values: dict[str, Any]) -> dict[str, Any]:
 
 def type_name(parameter: Parameter) -> str:
     kind = parameter.setting.kind
-    return {bool: "bool", int: "int", float: "double", str: "string", list: "string[]"}[kind]
+    if kind is list:
+        return "double[]" if parameter.items is float else "string[]"
+    return {bool: "bool", int: "int", float: "double", str: "string"}[kind]
 
 
 def default_text(parameter: Parameter) -> str:
-    return "(the model's)" if parameter.default is None else f"`{json.dumps(parameter.default)}`"
+    return f"(the model's; `{MODEL_OWN}` in ROS)" if parameter.default is None else \
+        f"`{json.dumps(parameter.default)}`"
+
+
+def ros_default(parameter: Parameter) -> Any:
+    """What the node's parameter holds when nobody set it: the table's default, or :data:`MODEL_OWN`."""
+    if parameter.default is not None:
+        return parameter.default
+    return float(MODEL_OWN) if parameter.setting.kind is float else MODEL_OWN
+
+
+def from_ros(parameter: Parameter, value: Any) -> Any:
+    """A node parameter's value as the table holds it: :data:`MODEL_OWN` of a model setting is None."""
+    if parameter.default is None and value == MODEL_OWN:
+        return None
+    return list(value) if parameter.setting.kind is list else value
 
 
 def render_yaml() -> str:
@@ -188,7 +267,7 @@ def render_yaml() -> str:
     for parameter in in_scope(NODE):
         setting = parameter.setting
         text = setting.description + (f" ({setting.range_text})" if setting.range_text else "")
-        text += " [read-only: set at start-up]" if parameter.read_only else ""
+        text += " [set while unconfigured: applies at configure]" if parameter.read_only else ""
         lines += [f"    # {line}" for line in textwrap.wrap(text, 96)]
         if parameter.default in (None, []):
             lines.append(f"    # {parameter.name}: {json.dumps(example_value(parameter))}")
@@ -201,7 +280,7 @@ def example_value(parameter: Parameter) -> Any:
     """Shown in the YAML for a parameter that is not set by default: what the official weights use,
     or an example list."""
     if parameter.setting.kind is list:
-        return ["front", "rear"]
+        return [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0] if parameter.items is float else ["front", "rear"]
     source = superpoint.DEFAULT_CONFIG if parameter.target == "extractor" else superglue.DEFAULT_CONFIG
     return source[parameter.name]
 
@@ -212,7 +291,7 @@ def render_markdown() -> str:
     for parameter in PARAMETERS:
         where = ", ".join(scope if scope != CLI else "/".join(f"`{f}`" for f in parameter.cli_flags)
                           for scope in parameter.scopes)
-        meaning = parameter.setting.description + (" (read-only)" if parameter.read_only else "")
+        meaning = parameter.setting.description + (" (configure-time)" if parameter.read_only else "")
         rows.append(f"| `{parameter.name}` | {type_name(parameter)} | {default_text(parameter)} | "
                     f"{parameter.setting.range_text} | {where} | {meaning} |")
     return "\n".join(rows) + "\n"

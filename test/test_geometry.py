@@ -109,3 +109,19 @@ def test_points_sent_behind_infinity_project_to_nan() -> None:
     projected = project(h, np.array([[50.0, 10.0], [100.0, 0.0], [300.0, 5.0]]))
     np.testing.assert_allclose(projected[0], [100.0, 20.0])
     assert np.isnan(projected[1:]).all()
+
+
+@pytest.mark.parametrize("method", ["ransac", "lmeds", "usac_magsac"])
+def test_num_inliers_are_the_matches_within_the_threshold_for_every_method(method):
+    """LMedS's own mask uses its own threshold: every method's inliers are recounted from the final H."""
+    from superglue_ros.geometry.homography import estimate_homography, project
+
+    rng = np.random.default_rng(11)
+    points0 = rng.uniform(0, 640, (200, 2))
+    h_true = np.array([[1.02, 0.01, 5.0], [-0.01, 0.99, -3.0], [1e-5, 0.0, 1.0]])
+    points1 = project(h_true, points0) + rng.normal(0, 1.5, (200, 2))
+    points1[:40] += rng.uniform(-60, 60, (40, 2))
+    estimate = estimate_homography(points0, points1, method=method, threshold=3.0)
+    within = np.linalg.norm(project(estimate.h, points0) - points1, axis=1) <= 3.0
+    assert estimate.valid and estimate.num_inliers == int(within.sum())
+    np.testing.assert_array_equal(estimate.inliers, within)

@@ -13,7 +13,8 @@ import torch
 from superglue_ros.models.types import Features, MatchResult
 from superglue_ros.geometry.homography import estimate_homography
 from superglue_ros.inference.matcher import PairMatch
-from superglue_ros.stream.messages import Stamp, homography_fields, matches_fields, msg_definitions
+from superglue_ros.stream.messages import (Stamp, homography_fields, matches_fields, msg_definitions,
+                                           relative_pose_fields)
 
 from conftest import REPO
 
@@ -66,7 +67,7 @@ def test_ros2_interface_tools_accept_every_message(tmp_path):
     """rosidl converts each .msg to IDL and parses it, as rosidl_generate_interfaces does on a robot."""
     subprocess.run([SYSTEM_PYTHON, "-c", ROSIDL_CHECK, str(REPO), str(tmp_path)], check=True, timeout=120)
     fields = json.loads((tmp_path / "fields.json").read_text())
-    assert set(fields) == {"Matches", "Homography"}
+    assert set(fields) == {"Matches", "Homography", "RelativePose"}
     assert fields["Matches"] == list(matches_fields(example_pair(), Stamp(1, 2), Stamp(0, 1), "stereo", "m", "w",
                                                     0.1))
 
@@ -84,6 +85,12 @@ def test_field_builders_produce_exactly_the_message_fields():
     homography = homography_fields(estimate, Stamp(5, 6), Stamp(3, 4))
     assert list(homography) == message_fields(definitions["Homography"])
     assert not homography["valid"] and homography["reason"] and homography["h"].shape == (9,)
+    pose = relative_pose_fields(Stamp(5, 6), Stamp(3, 4), (np.eye(3), np.array([0.0, 0.0, 2.0]), np.ones(7, bool)),
+                                9, "")
+    assert list(pose) == message_fields(definitions["RelativePose"])
+    assert pose["valid"] and pose["num_inliers"] == 7 and list(pose["translation"]) == [0.0, 0.0, 1.0]
+    invalid = relative_pose_fields(Stamp(5, 6), Stamp(3, 4), None, 3, "too few")
+    assert not invalid["valid"] and invalid["reason"] == "too few" and invalid["rotation"].shape == (9,)
 
 
 def test_rosbags_serialises_what_the_builders_produce():
@@ -96,6 +103,11 @@ def test_rosbags_serialises_what_the_builders_produce():
     back = typestore.deserialize_cdr(raw, "superglue_ros/msg/Matches")
     np.testing.assert_array_equal(back.confidences, np.array([0.9], np.float32))
     assert back.mode == 1 and back.header.stamp.nanosec == 6
+    pose = relative_pose_fields(Stamp(5, 6), Stamp(3, 4), (np.eye(3), np.array([1.0, 0, 0]), np.ones(5, bool)), 5, "")
+    raw = typestore.serialize_cdr(build_message(typestore, "superglue_ros/msg/RelativePose", pose),
+                                  "superglue_ros/msg/RelativePose")
+    back = typestore.deserialize_cdr(raw, "superglue_ros/msg/RelativePose")
+    assert back.valid and back.num_inliers == 5 and list(back.translation) == [1.0, 0.0, 0.0]
 
 
 def test_stamp_round_trip():

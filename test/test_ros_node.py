@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,15 +189,23 @@ def test_sequential_pair_is_matched_like_the_reference(ros_env, start_node, tmp_
 def test_known_warp_is_recovered(ros_env, start_node, tmp_path, golden):
     """A shift by whole 8-px cells keeps SuperPoint's output exactly covariant even with random
     weights, so the published homography must be that shift."""
-    start_node(mode="keyframe", image_reliability="reliable", **golden_weights())
+    k = [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]
+    start_node(mode="keyframe", image_reliability="reliable", camera_matrix=k, **golden_weights())
     shift = np.array([[1, 0, 24], [0, 1, 16], [0, 0, 1]], np.float64)
     warped = cv2.warpPerspective(golden["image0_u8"], shift, (640, 480))
     frames = [frame(tmp_path, "f0", golden["image0_u8"], 1, delay=0.5), frame(tmp_path, "f1", warped, 2)]
-    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "reliability": "reliable"})
+    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "reliability": "reliable",
+                                         "settle": 1.0})
     homography = out["homography"][0]
     assert homography["valid"] and homography["num_inliers"] > 100
     assert corner_error(np.array(homography["h"]).reshape(3, 3), shift, 640, 480) < 0.5
     assert out["matches"][0]["mode"] == 2
+    pose = out["relative_pose"][0]  # with camera_matrix set, a relative pose per pair, stamped like the matches
+    assert pose["header"] == out["matches"][0]["header"]
+    assert pose["reference_header"] == out["matches"][0]["reference_header"]
+    assert len(pose["rotation"]) == 9 and len(pose["translation"]) == 3
+    assert pose["num_matches"] == homography["num_matches"]
+    assert pose["valid"] == (pose["reason"] == "")
 
 
 def test_messages_on_the_wire_equal_rosbags_serialisation(ros_env, start_node, tmp_path, scene, generated_weights):
@@ -368,3 +377,65 @@ def test_best_effort_camera_sized_frames_arrive_and_parameters_report_what_is_us
     assert len(out["matches"]) >= 1
     assert out["parameters"] == {"sinkhorn_iterations": 100, "match_threshold": 0.2}
     assert node.stop() == 0 and node.output().count("Traceback") == 0
+
+
+def test_every_parameter_has_a_value_and_configure_time_ones_change_while_unconfigured(
+        ros_env, start_node, tmp_path):
+    """`ros2 param dump` reads every parameter (none unset); model settings hold -1 until configure
+    reports the model's values and again after cleanup; configure-time parameters change while
+    unconfigured and are refused once configured; a setting the weights' extractor lacks is refused."""
+    node = start_node(autostart=False, weights="sift_open", image_reliability="reliable", max_keypoints=256)
+    steps = [["dump"], ["set", "nms_radius", 3], ["set", "mode", "keyframe"], ["transition", "configure"],
+             ["dump"], ["set", "mode", "stereo"], ["set", "match_threshold", 0.3], ["set", "nms_radius", 3],
+             ["transition", "cleanup"], ["dump"], ["set", "mode", "sequential"], ["transition", "configure"],
+             ["transition", "activate"]]
+    out = run_camera(ros_env, tmp_path, {"frames": [], "steps": steps, "reliability": "reliable"})
+    (before, sift_nms, mode, configure, configured, mode_again, threshold, sift_nms_again, cleanup, after,
+     mode_back, configure_again, activate) = out["steps"]
+    assert all(kind != 0 for kind, _ in before.values()), before
+    assert before["cameras"] == [9, []] and before["camera_matrix"] == [8, []]
+    assert before["nms_radius"] == [2, -1] and before["match_threshold"] == [3, -1.0]
+    assert not sift_nms[0] and "nms_radius does not apply to the SIFT extractor" in sift_nms[1]
+    assert mode == [True, ""] and configure == [True, "inactive"]
+    assert all(kind != 0 for kind, _ in configured.values())
+    assert configured["mode"][1] == "keyframe" and configured["nms_radius"][1] == -1
+    assert configured["match_threshold"][1] not in (-1.0, None) and configured["sinkhorn_iterations"][1] > 0
+    assert not mode_again[0] and "applies at configure" in mode_again[1]
+    assert threshold == [True, ""] and not sift_nms_again[0]
+    assert cleanup == [True, "unconfigured"]
+    assert after["sinkhorn_iterations"][1] == -1 and after["match_threshold"][1] == 0.3
+    assert mode_back == [True, ""] and configure_again == [True, "inactive"] and activate == [True, "active"]
+    assert node.stop() == 0 and "Traceback" not in node.output()
+
+
+@pytest.mark.parametrize("autostart, via_cli, signal_number, status", [
+    (True, False, signal.SIGINT, 0), (False, True, signal.SIGTERM, 143), (True, True, signal.SIGINT, 130)])
+def test_repeated_signals_end_the_node_quietly(ros_env, start_node, tmp_path, generated_weights, autostart,
+                                               via_cli, signal_number, status):
+    """Two signals in a row (launch forwards Ctrl-C a second time), active or unconfigured: no traceback, no
+    abort; the node's entry point exits 0, `superglue-ros node` 130 after SIGINT and 143 after SIGTERM."""
+    node = start_node(via_cli=via_cli, autostart=autostart, max_keypoints=256, **generated_weights)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and node.process.poll() is None and not (
+            "active:" in node.output() or "unconfigured:" in node.output()):
+        time.sleep(0.2)
+    assert node.process.poll() is None, node.output()
+    node.process.send_signal(signal_number)
+    node.process.send_signal(signal_number)
+    assert node.process.wait(timeout=60) == status, node.output()
+    assert "Traceback" not in node.output() and "terminate called" not in node.output()
+
+
+def test_sourcing_the_install_alone_finds_the_venvs_ros_packages(ros_env):
+    """The no-system-ROS path: `source .ros/install/setup.bash` must chain the virtual environment's prefix,
+    or `ros2 interface show superglue_ros/msg/Matches` cannot find std_msgs."""
+    setup = INSTALL.parent / "setup.bash"
+    if not setup.is_file():
+        skip_or_fail(f"no {setup}: the ROS build is not .ci/ros_build.sh's")
+    env = {key: value for key, value in os.environ.items() if key not in ("AMENT_PREFIX_PATH", "PYTHONPATH")}
+    script = (f"source {setup} && {sys.executable} -c \"from ament_index_python import get_package_share_directory "
+              f"as share; print(share('std_msgs')); print(share('superglue_ros'))\"")
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    std_msgs, ours = done.stdout.split()
+    assert Path(std_msgs, "msg", "Header.msg").is_file() and Path(ours, "msg", "RelativePose.msg").is_file()

@@ -25,4 +25,4 @@ def run(args: argparse.Namespace) -> int:
     ros_args = list(args.ros_args) or ["--ros-args"]
     if args.params_file:
         ros_args[1:1] = ["--params-file", args.params_file]
-    return main(["superglue-ros", *ros_args])
+    return main(["superglue-ros", *ros_args], signal_status=True)  # 130 after Ctrl-C, 143 after SIGTERM

@@ -82,6 +82,12 @@ def estimate_homography(points0: np.ndarray, points1: np.ndarray, method: str = 
     reason = degeneracy(h)
     if reason:
         return invalid(reason, inliers)
+    # Every method's inliers are the matches the final H maps within the threshold (LMedS's own mask
+    # uses a threshold of its own, and the refit moves H).
+    with np.errstate(invalid="ignore"):
+        inliers = np.linalg.norm(project(h, points0) - points1, axis=1) <= threshold
+    if inliers.sum() < min_matches:
+        return invalid(f"too few inliers ({int(inliers.sum())} < min_matches={min_matches})", inliers)
     return HomographyEstimate(h / h[2, 2], True, "", inliers, int(inliers.sum()), count, threshold)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.types import Features, MatchResult
+from ..models.types import DEFAULT_BUDGET, Features, MatchResult
 from ..settings import Setting, check_choice, check_number
 from ..timing import StageClock
 from .backends.protocol import Extractor, PairMatcher
@@ -100,7 +100,8 @@ class Matcher:
     superpoint_weights / superglue_weights: explicit files, overriding the lookup.
     resize: None, (W, H), or an int for the longer side; keypoints are mapped back.
     extractor / superglue: setting overrides of the two models (reference names); a
-        setting the model does not have is refused with the reason.
+        setting the model does not have is refused with the reason. ``max_keypoints``
+        defaults to 1024 (``DEFAULT_BUDGET``) for every extractor, as in the CLI and the node.
     cache_size: how many keyed frames keep their features.
     precision: "fp32" (exact, default), or "bf16" / "fp16" autocast for SuperGlue's
         projections and attention (keypoint normalisation and Sinkhorn stay
@@ -138,6 +139,7 @@ class Matcher:
         self.profile = profile
         self.backend = backend
         self._cache: OrderedDict[Hashable, Frame] = OrderedDict()
+        extractor = {"max_keypoints": DEFAULT_BUDGET, **(extractor or {})}  # as the CLI and the node
         models = load_models(weights, weights_dir, superpoint_weights, superglue_weights, extractor, superglue)
         self.model_name, self.weights_id, self.weight_files = models.name, models.identity, models.files
         self.extractor: Extractor = models.extractor

@@ -12,8 +12,8 @@ import torch
 
 from ..settings import Setting
 
-# The keypoint budget the package runs extractors with unless told otherwise (SuperPoint's own default,
-# the reference's, is -1: no limit).
+# The keypoint budget that Matcher, the CLI and the node give every extractor unless told otherwise.
+# SuperPoint's own default, the reference's, stays -1 (no limit) for the model class used alone.
 DEFAULT_BUDGET = 1024
 # The one setting every keypoint extractor (SuperPoint, SIFT) has, with one meaning.
 MAX_KEYPOINTS = Setting("max_keypoints", int, -1, "keypoint budget per image (the strongest are kept), "

@@ -3,8 +3,10 @@
 Every launch argument defaults to the empty string, which means "not
 given": only the arguments a user gave become parameter overrides, so a
 value in the YAML file survives a launch without arguments. Given values are
-parsed with the parameter table's types and ranges, and a bad one is an
-error that names the argument.
+parsed with the parameter table's types and ranges (lists also in ROS's
+``[a, b]`` form), and a bad one is an error that names the argument. When
+the node exits with an error (it could not configure), the launch shuts
+down with the reason instead of carrying on without it.
 """
 from __future__ import annotations
 
@@ -65,3 +67,22 @@ def remappings(given: dict[str, str]) -> list[tuple[str, str]]:
         if target:
             pairs += [(topic, target), (f"{topic}/compressed", f"{target}/compressed")]
     return pairs
+
+
+def remapping_warnings(given: dict[str, str], cameras: list[str]) -> list[str]:
+    """Why a given topic argument has no effect: with ``cameras`` each camera subscribes under its own
+    namespace (``<camera>/image``), which the single-camera remappings do not name."""
+    ignored = [name for name in TOPICS if given.get(name, "")]
+    if not cameras or not ignored:
+        return []
+    return [f"{name}:= is ignored with cameras {cameras}: the node subscribes to "
+            f"{', '.join(f'<namespace>/{camera}/image' for camera in cameras)}; remap those instead "
+            f"(e.g. --ros-args -r {cameras[0]}/image:=/your/topic)" for name in ignored]
+
+
+def exit_reason(returncode: int | None) -> str | None:
+    """The launch's shutdown reason when the node exits with an error; None for a clean exit."""
+    if not returncode:
+        return None
+    return (f"{NODE_NAME} exited with code {returncode} (it could not start or configure; its error is "
+            f"above): shutting down")

@@ -1,4 +1,4 @@
-"""Build Matches / Homography message contents from numpy, without any ROS import.
+"""Build Matches / Homography / RelativePose message contents from numpy, without any ROS import.
 
 Messages are returned as plain dicts keyed exactly by the field names in
 ``msg/*.msg`` (headers as nested dicts), with arrays already in the dtype of
@@ -106,3 +106,26 @@ def homography_fields(estimate: HomographyEstimate, current: Stamp, reference: S
 def _flat(values: Any, dtype: type) -> np.ndarray:
     array = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
     return np.ascontiguousarray(array, dtype=dtype).reshape(-1)
+
+
+def relative_pose_fields(current: Stamp, reference: Stamp,
+                         estimate: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                         num_matches: int, reason: str) -> dict[str, Any]:
+    """RelativePose.msg contents from ``estimate_relative_pose``'s (R, t, inlier mask); None (with a
+    reason) is an invalid pose carrying the identity and a zero translation."""
+    rotation, translation, inliers = (np.eye(3), np.zeros(3), np.zeros(0, bool)) if estimate is None else estimate
+    translation = np.asarray(translation, dtype=np.float64).reshape(3)
+    norm = float(np.linalg.norm(translation))
+    valid = estimate is not None and norm > 0
+    if estimate is not None and not valid:
+        reason = "the translation has no direction"
+    return {
+        "header": current.header(),
+        "reference_header": reference.header(),
+        "rotation": np.ascontiguousarray(rotation if valid else np.eye(3), dtype=np.float64).reshape(9),
+        "translation": translation / norm if valid else np.zeros(3),
+        "valid": bool(valid),
+        "reason": "" if valid else reason,
+        "num_inliers": int(np.count_nonzero(inliers)) if valid else 0,
+        "num_matches": int(num_matches),
+    }

@@ -73,10 +73,10 @@ class ApproximateSync:
 class LatestSlots(Generic[T]):
     """A mailbox between the subscription callbacks and the inference worker, one slot per camera.
 
-    ``put`` replaces the job a camera's slot still holds and returns True when
-    it did, so that when inference is slower than the cameras the worker
-    always gets each camera's newest frame: no queue grows, latency stays
-    bounded, and every replaced job is a counted drop. ``take`` hands over
+    ``put`` replaces the job a camera's slot still holds and returns the job it
+    replaced (None if the slot was empty), so that when inference is slower
+    than the cameras the worker always gets each camera's newest frame: no
+    queue grows, latency stays bounded, and every replaced job is a counted drop. ``take`` hands over
     every pending job at once, so the cameras ready together are matched as
     one batch.
     """
@@ -86,9 +86,9 @@ class LatestSlots(Generic[T]):
         self._closed = False
         self._condition = threading.Condition()
 
-    def put(self, key: Any, item: T) -> bool:
+    def put(self, key: Any, item: T) -> T | None:
         with self._condition:
-            replaced = key in self._items
+            replaced = self._items.get(key)
             self._items[key] = item
             self._condition.notify()
             return replaced

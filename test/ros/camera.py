@@ -25,7 +25,7 @@ from rclpy.parameter import Parameter as RosParameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from superglue_ros.msg import Homography, Matches
+from superglue_ros.msg import Homography, Matches, RelativePose
 
 
 def to_plain(msg: Any) -> Any:
@@ -78,12 +78,46 @@ def parameter_message(name: str, value: Any) -> Parameter:
     return Parameter(name=name, value=RosParameter(name, value=value).get_parameter_value())
 
 
+def call(node: Any, service: Any, name: str, request: Any) -> Any:
+    client = node.create_client(service, name)
+    client.wait_for_service(timeout_sec=20)
+    future = client.call_async(request)
+    rclpy.spin_until_future_complete(node, future, timeout_sec=20)
+    return future.result()
+
+
+def dump_parameters(node: Any, target: str) -> dict[str, list]:
+    """Every parameter of the node as `ros2 param dump` reads them: list, then one bulk get; name ->
+    [type, value] (type 0: not set)."""
+    from rcl_interfaces.srv import GetParameters, ListParameters
+
+    names = list(call(node, ListParameters, f"{target}/list_parameters", ListParameters.Request()).result.names)
+    values = call(node, GetParameters, f"{target}/get_parameters", GetParameters.Request(names=names)).values
+    return {name: [value.type, to_plain(RosParameter.from_parameter_msg(Parameter(name=name, value=value)).value)
+                   if value.type else None] for name, value in zip(names, values)}
+
+
+def run_steps(node: Any, target: str, steps: list, spin_until) -> list:
+    """Parameter and lifecycle steps in order: ["set", name, value], ["transition", name], ["dump"]."""
+    outcomes = []
+    for step in steps:
+        if step[0] == "set":
+            outcome = call(node, SetParameters, f"{target}/set_parameters",
+                           SetParameters.Request(parameters=[parameter_message(step[1], step[2])])).results[0]
+            outcomes.append([outcome.successful, outcome.reason])
+        elif step[0] == "transition":
+            outcomes.append(change_state(node, target, step[1], spin_until))
+        else:
+            outcomes.append(dump_parameters(node, target))
+    return outcomes
+
+
 def main(spec_path: str, out_path: str) -> None:
     spec = json.loads(open(spec_path).read())
     rclpy.init()
     node = rclpy.create_node("fake_camera")
     received: dict[str, list] = {"matches": [], "matches_cdr": [], "homography": [], "diagnostics": [],
-                                 "debug_images": [], "states": []}
+                                 "debug_images": [], "states": [], "relative_pose": []}
     ns = spec.get("namespace", "/superglue")
     cameras = spec.get("cameras", [""])
     received["matches_by_camera"] = {camera: [] for camera in cameras}
@@ -93,6 +127,8 @@ def main(spec_path: str, out_path: str) -> None:
             received["matches"].append(to_plain(m)), received["matches_by_camera"][c].append(to_plain(m))), 10)
         node.create_subscription(Homography, f"{prefix}homography",
                                  lambda m: received["homography"].append(to_plain(m)), 10)
+        node.create_subscription(RelativePose, f"{prefix}relative_pose",
+                                 lambda m: received["relative_pose"].append(to_plain(m)), 10)
     node.create_subscription(Matches, f"{ns}/{cameras[0] + '/' if cameras[0] else ''}matches",
                              lambda raw: received["matches_cdr"].append(raw.hex()), 10, raw=True)
     if spec.get("watch_debug_image"):
@@ -118,6 +154,7 @@ def main(spec_path: str, out_path: str) -> None:
         return condition()
 
     results: dict[str, Any] = {"set_parameters": [], "transitions": []}
+    results["steps"] = run_steps(node, spec["node"], spec.get("steps", []), spin_until)
     for transition in spec.get("lifecycle", []):
         results["transitions"].append(change_state(node, spec["node"], transition, spin_until))
     first_output = f"{ns}/{cameras[0] + '/' if cameras[0] else ''}matches"
