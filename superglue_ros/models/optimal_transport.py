@@ -33,9 +33,8 @@ def log_marginals(mask0: torch.Tensor, mask1: torch.Tensor) -> tuple[torch.Tenso
     n = mask0.sum(1).to(torch.float32)
     m = mask1.sum(1).to(torch.float32)
     log_total = torch.log(n + m)
-    neg_inf = torch.tensor(float("-inf"), device=mask0.device)
-    real_mu = torch.where(mask0, -log_total[:, None], neg_inf)
-    real_nu = torch.where(mask1, -log_total[:, None], neg_inf)
+    real_mu = (-log_total[:, None]).expand(mask0.shape).masked_fill(~mask0, float("-inf"))
+    real_nu = (-log_total[:, None]).expand(mask1.shape).masked_fill(~mask1, float("-inf"))
     log_mu = torch.cat([real_mu, (torch.log(m) - log_total)[:, None]], dim=1)
     log_nu = torch.cat([real_nu, (torch.log(n) - log_total)[:, None]], dim=1)
     return log_mu, log_nu, log_total
