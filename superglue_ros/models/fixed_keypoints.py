@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .superpoint import CELL, max_pool_nms, pooled_max, sample_at_grid
+from .superpoint import CELL, SuperPoint, max_pool_nms, pooled_max, sample_at_grid
 
 
 class FixedKeypoints(NamedTuple):
@@ -89,3 +89,17 @@ def descriptor_grid(x: torch.Tensor, y: torch.Tensor, map_size: torch.Size) -> t
     gx = (x - offset) / (w * CELL - offset - 1) * 2 - 1
     gy = (y - offset) / (h * CELL - offset - 1) * 2 - 1
     return torch.stack([gx, gy], dim=-1)
+
+
+def pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """The encoder's 2x2 max-pool as one operation (a GPU launch), the same values as the CPU's default."""
+    return F.max_pool2d(x, kernel_size=2, stride=2)
+
+
+def extract_fixed(superpoint: SuperPoint, images: torch.Tensor) -> FixedKeypoints:
+    """(B, 1, H, W) images in [0, 1] -> their keypoints in the superpoint's ``max_keypoints`` slots, through
+    the plain network (the fixed path's arithmetic on any device, without the CPU's oneDNN shortcut)."""
+    if images.dtype != superpoint.convPa.weight.dtype:
+        images = images.to(superpoint.convPa.weight.dtype)
+    logits, dense = superpoint(images, pool_2x2)
+    return fixed_keypoints(logits, dense, superpoint.config)
