@@ -21,9 +21,13 @@ takes both images' keypoints in ``K`` slots with validity masks (as
   whatever the network's precision; matches come from max, gather and
   comparisons, padded slots never match.
 
-The weights may be cast once to half precision (fp16 on CUDA, bf16 on a
-CPU), so that no per-operation casting kernel runs. Prepare again after
-changing the model's weights: this is a snapshot.
+The GNN's weights may be cast once to half precision (fp16 on CUDA, bf16 on
+a CPU), so that no per-operation casting kernel runs. The keypoint encoder,
+the final projection and the score matrix stay float32 (small, and in half
+precision they lose keypoint positions and the score differences that decide
+matches: bf16 agreement with exact matches on real frames drops from about
+99% to about 97%). Prepare again after changing the model's weights: this is
+a snapshot.
 """
 from __future__ import annotations
 
@@ -97,7 +101,7 @@ def prepare_layer(layer: nn.Module, cross: bool) -> PreparedLayer:
 
 
 class FixedSuperGlue:
-    """A SuperGlue's arithmetic in the fixed path's form, in ``dtype`` (float32 gives the exact results)."""
+    """A SuperGlue's arithmetic in the fixed path's form, its GNN in ``dtype`` (float32: the exact results)."""
 
     def __init__(self, superglue: SuperGlue, dtype: torch.dtype = torch.float32) -> None:
         if superglue.training:
@@ -107,14 +111,15 @@ class FixedSuperGlue:
         self.num_heads = superglue.config["num_heads"]
         with torch.no_grad():
             cast = lambda t: t.detach().to(dtype).contiguous()  # noqa: E731
-            self.encoder = [(cast(w), cast(b)) for w, b in fold_pointwise(superglue.kenc.encoder)]
+            exact = lambda t: t.detach().float().contiguous()  # noqa: E731
+            self.encoder = [(exact(w), exact(b)) for w, b in fold_pointwise(superglue.kenc.encoder)]
             self.layers = [PreparedLayer(*(cast(t) for t in prepare_layer(layer, kind == "cross")[:-1]),
                                          kind == "cross")
                            for layer, kind in zip(superglue.gnn.layers, superglue.gnn.kinds)]
             # raw scores = <mdesc0, mdesc1> / sqrt(D): each side carries D ** -0.25
             scale = superglue.config["descriptor_dim"] ** -0.25
-            self.final = (cast(superglue.final_proj.weight[..., 0].t() * scale),
-                          cast(superglue.final_proj.bias * scale))
+            self.final = (exact(superglue.final_proj.weight[..., 0].t() * scale),
+                          exact(superglue.final_proj.bias * scale))
             self.bin_score = superglue.bin_score.detach().float()
 
     @torch.inference_mode()
@@ -136,12 +141,14 @@ class FixedSuperGlue:
         x = self.encode(torch.cat([keypoints0, keypoints1]), torch.cat([scores0, scores1]),
                         torch.cat([descriptors0, descriptors1]), image_size, frames)
         valid = torch.cat([valid0, valid1])
+        if self.dtype != torch.float32:
+            x = x.to(self.dtype)
         x = self.propagate(x, valid, batch, slots)
+        if self.dtype != torch.float32:
+            x = x.float()
         mdesc = torch.addmm(self.final[1], x, self.final[0]).view(2, batch, slots, -1)
         mdesc0, mdesc1 = mdesc.unbind(0)
         raw_scores = torch.bmm(mdesc0, mdesc1.transpose(1, 2))
-        if raw_scores.dtype != torch.float32:
-            raw_scores = raw_scores.float()
         log_assignment = log_transport(raw_scores, self.bin_score, valid0, valid1, config["sinkhorn_iterations"])
         return FixedMatches(*extract_matches(log_assignment, config["match_threshold"]), log_assignment)
 
@@ -156,14 +163,11 @@ class FixedSuperGlue:
         if frames is not None:
             inputs = torch.cat([inputs, scale_orientation_columns(frames, scale)], dim=-1)
         h = inputs.view(-1, inputs.shape[-1])
-        if h.dtype != self.dtype:
-            h = h.to(self.dtype)
         for i, (weight, bias) in enumerate(self.encoder):
             h = torch.addmm(bias, h, weight)
             if i < len(self.encoder) - 1:
                 h = torch.relu_(h)
-        states = descriptors.view(h.shape)
-        return h + (states if states.dtype == self.dtype else states.to(self.dtype))
+        return h + descriptors.view(h.shape)
 
     def propagate(self, x: torch.Tensor, valid: torch.Tensor, batch: int, slots: int) -> torch.Tensor:
         """The attentional GNN on (2B*K, D) states of image 0's pairs then image 1's; valid (2B, K).
