@@ -23,7 +23,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from superglue_ros import Features, SuperGlue, SuperPoint
-from superglue_ros.models.fixed_keypoints import FixedKeypoints, extract_fixed, fixed_keypoints
+from superglue_ros.models.fixed_keypoints import FixedKeypoints, extract_fixed, fixed_keypoints, pool_2x2
 from superglue_ros.models.fixed_superglue import FixedMatches, FixedSuperGlue
 from superglue_ros.models.sinkhorn_op import log_transport, torch_log_transport
 from superglue_ros.models.superpoint import max_pool_nms, sample_descriptors, select_keypoints
@@ -85,14 +85,15 @@ def exact_keypoints(logits: torch.Tensor, dense: torch.Tensor, config: dict) -> 
     return Features(keypoints, scores, sample_descriptors(keypoints, dense), (0, 0))
 
 
-def assert_same_keypoints(fixed: FixedKeypoints, exact: Features) -> None:
-    """The valid slots are the exact keypoints in the exact order, bit for bit; the rest are invalid, score 0."""
+def assert_same_keypoints(fixed: FixedKeypoints, exact: Features, image: int = 0, tolerance: float = 0.0) -> None:
+    """The valid slots are the exact keypoints in the exact order, their scores and descriptors bit for bit
+    (or within ``tolerance``); the rest are invalid, score 0."""
     n = len(exact)
-    assert int(fixed.valid.sum()) == n and bool(fixed.valid[0, :n].all())
-    assert torch.equal(fixed.keypoints[0, :n], exact.keypoints)
-    assert torch.equal(fixed.scores[0, :n], exact.scores)
-    assert torch.equal(fixed.descriptors[0, :n], exact.descriptors)
-    assert not fixed.scores[0, n:].any()
+    assert int(fixed.valid[image].sum()) == n and bool(fixed.valid[image, :n].all())
+    assert torch.equal(fixed.keypoints[image, :n], exact.keypoints)
+    assert torch.allclose(fixed.scores[image, :n], exact.scores, rtol=0, atol=tolerance)
+    assert torch.allclose(fixed.descriptors[image, :n], exact.descriptors, rtol=0, atol=tolerance)
+    assert not fixed.scores[image, n:].any()
 
 
 @pytest.mark.parametrize("budget", [300, 1024, 100_000])
@@ -115,12 +116,16 @@ def test_fixed_keypoints_on_generated_images(size, budget, border, radius):
     superpoint = SuperPoint(max_keypoints=budget, remove_borders=border, nms_radius=radius,
                             keypoint_threshold=0.001).eval()
     superpoint.load_state_dict(rule_weights(superpoint), strict=True)
-    image = torch.from_numpy(textured(*size, seed=sum(size))).float()[None, None] / 255
+    images = torch.stack([torch.from_numpy(textured(*size, seed=sum(size) + i)) for i in range(2)])
+    images = images.float()[:, None] / 255
     with torch.inference_mode():
-        logits, dense = superpoint(image)
-        fixed = extract_fixed(superpoint, image)
-        assert fixed.keypoints.shape == (1, budget, 2) and fixed.valid.shape == (1, budget)
-        assert_same_keypoints(fixed, exact_keypoints(logits, dense, superpoint.config))
+        fixed = extract_fixed(superpoint, images)  # a batch: each image's own keypoints
+        assert fixed.keypoints.shape == (2, budget, 2) and fixed.valid.shape == (2, budget)
+        logits, dense = superpoint(images, pool_2x2)  # the same heads, bit for bit
+        for i in range(2):
+            # a softmax over a batch may round the last bit differently from one over a single image
+            exact = exact_keypoints(logits[i:i + 1], dense[i:i + 1], superpoint.config)
+            assert_same_keypoints(fixed, exact, i, tolerance=1e-6)
 
 
 def textured(height: int, width: int, seed: int) -> np.ndarray:
