@@ -101,5 +101,5 @@ def extract_fixed(superpoint: SuperPoint, images: torch.Tensor) -> FixedKeypoint
     the plain network (the fixed path's arithmetic on any device, without the CPU's oneDNN shortcut)."""
     if images.dtype != superpoint.convPa.weight.dtype:
         images = images.to(superpoint.convPa.weight.dtype)
-    logits, dense = superpoint(images, pool_2x2)
+    logits, dense = superpoint.forward_pooled(images, pool_2x2)
     return fixed_keypoints(logits, dense, superpoint.config)

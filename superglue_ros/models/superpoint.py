@@ -176,12 +176,14 @@ class SuperPoint(nn.Module):
         self.convDa = conv(c_in, 256)
         self.convDb = conv(256, self.config["descriptor_dim"], 1)
 
-    def forward(self, images: torch.Tensor, pool: Callable[[torch.Tensor], torch.Tensor] = max_pool_2x2,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 1, H, W) in [0, 1] -> detector logits (B, 65, H/8, W/8), unit-norm dense descriptors.
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, H, W) in [0, 1] -> detector logits (B, 65, H/8, W/8), unit-norm dense descriptors."""
+        return self.forward_pooled(images, max_pool_2x2)
 
-        ``pool`` is the 2x2 max-pool: any exact one gives the same result (one ``max_pool2d`` launch suits a
-        GPU, the default is faster on a CPU)."""
+    def forward_pooled(self, images: torch.Tensor, pool: Callable[[torch.Tensor], torch.Tensor],
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` with ``pool`` as the 2x2 max-pool: any exact one gives the same result (one
+        ``max_pool2d`` launch suits a GPU, ``max_pool_2x2`` is faster on a CPU)."""
         x = images
         for stage in "1234":
             x = F.relu_(getattr(self, f"conv{stage}a")(x))
