@@ -33,9 +33,8 @@ def log_marginals(mask0: torch.Tensor, mask1: torch.Tensor) -> tuple[torch.Tenso
     n = mask0.sum(1).to(torch.float32)
     m = mask1.sum(1).to(torch.float32)
     log_total = torch.log(n + m)
-    neg_inf = torch.tensor(float("-inf"), device=mask0.device)
-    real_mu = torch.where(mask0, -log_total[:, None], neg_inf)
-    real_nu = torch.where(mask1, -log_total[:, None], neg_inf)
+    real_mu = (-log_total[:, None]).expand(mask0.shape).masked_fill(~mask0, float("-inf"))
+    real_nu = (-log_total[:, None]).expand(mask1.shape).masked_fill(~mask1, float("-inf"))
     log_mu = torch.cat([real_mu, (torch.log(m) - log_total)[:, None]], dim=1)
     log_nu = torch.cat([real_nu, (torch.log(n) - log_total)[:, None]], dim=1)
     return log_mu, log_nu, log_total
@@ -88,7 +87,7 @@ def scaling_sinkhorn(couplings: torch.Tensor, log_mu: torch.Tensor, log_nu: torc
     kernel = torch.exp(c - shift)
     mu, nu = log_mu.to(dtype).exp(), log_nu.to(dtype).exp()
     a = torch.ones_like(mu)
-    b = torch.ones_like(nu)
+    b = (nu > 0).to(dtype)  # see log_domain_sinkhorn: massless columns start at zero
     final = min(FINAL_LOG_DOMAIN_ITERATIONS, iterations)
     for i in range(iterations - final):
         a = mu / torch.bmm(kernel, b[..., None])[..., 0]
@@ -102,9 +101,15 @@ def scaling_sinkhorn(couplings: torch.Tensor, log_mu: torch.Tensor, log_nu: torc
 
 def log_domain_sinkhorn(couplings: torch.Tensor, log_mu: torch.Tensor, log_nu: torch.Tensor,
                         iterations: int, v: torch.Tensor | None = None) -> torch.Tensor:
-    """Alternate row and column log-normalisation, starting from column potentials v (default 0)."""
+    """Alternate row and column log-normalisation, starting from column potentials v.
+
+    The default start is the reference's zero potentials, except -inf for massless (padded) columns: with 0
+    there, the first row update would count padding that an unpadded pair does not have, and the iterations
+    would end measurably elsewhere (6e-4 after 100 on the golden pair padded by 76 slots).
+    """
     u = torch.zeros_like(log_mu)
-    v = torch.zeros_like(log_nu) if v is None else v
+    if v is None:
+        v = torch.zeros_like(log_nu).masked_fill(log_nu == float("-inf"), float("-inf"))
     for _ in range(iterations):
         u = log_mu - torch.logsumexp(couplings + v[:, None, :], dim=2)
         v = log_nu - torch.logsumexp(couplings + u[:, :, None], dim=1)

@@ -73,7 +73,11 @@ def encode_scale_orientation(frames: torch.Tensor, sizes_hw: torch.Tensor) -> to
     """(B, N, 2) diameters in pixels and orientations in radians -> (B, N, 3) encoder inputs:
     log diameter in normalised units (like the positions, independent of resizing), cos and
     sin of the orientation (so that attention's dot products see orientation differences)."""
-    scale = normalising_scale(sizes_hw.flip(1).to(frames.dtype))
+    return scale_orientation_columns(frames, normalising_scale(sizes_hw.flip(1).to(frames.dtype)))
+
+
+def scale_orientation_columns(frames: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """:func:`encode_scale_orientation` given the normalising scale ((B, 1) or one number)."""
     log_size = torch.log(frames[..., 0].clamp(min=1e-3) / scale)
     return torch.stack([log_size, torch.cos(frames[..., 1]), torch.sin(frames[..., 1])], dim=-1)
 

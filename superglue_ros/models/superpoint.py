@@ -61,16 +61,30 @@ def max_filter_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
     return m
 
 
-def max_pool_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
+def separable_max(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Square window maximum of a (..., H, W) map as a row pass then a column pass: the same maxima as
+    max_pool2d's square window (padding is -inf either way), much faster on the CPU."""
+    return max_filter_1d(max_filter_1d(x, radius, -1), radius, -2)
+
+
+def pooled_max(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Square window maximum of a (B, 1, H, W) map (float or bool) as one max_pool2d: one kernel on a GPU,
+    where the launches of the separable passes would cost more than their arithmetic."""
+    if x.dtype == torch.bool:
+        return pooled_max(x.to(torch.float32), radius) > 0
+    return F.max_pool2d(x, kernel_size=2 * radius + 1, stride=1, padding=radius)
+
+
+def max_pool_nms(scores: torch.Tensor, radius: int,
+                 window_max: Callable[[torch.Tensor, int], torch.Tensor] = separable_max) -> torch.Tensor:
     """Keep local maxima of a (B, H, W) score map within ``radius``, zero the rest.
 
     Two extra rounds recover maxima that were only suppressed by a
-    neighbour which itself got suppressed, as the reference does. The square
-    max-pool is a row pass then a column pass: the same maxima as
-    max_pool2d's square window (padding is -inf either way), much faster.
+    neighbour which itself got suppressed, as the reference does.
+    ``window_max`` is the square max-pool (any exact one gives the same result).
     """
     def pool(x: torch.Tensor) -> torch.Tensor:
-        return max_filter_1d(max_filter_1d(x, radius, -1), radius, -2)
+        return window_max(x, radius)
 
     zero = scores.new_zeros(())
     is_max = scores == pool(scores)
@@ -111,8 +125,13 @@ def sample_descriptors(keypoints: torch.Tensor, dense: torch.Tensor, cell: int =
     offset = cell / 2 - 0.5
     extent = keypoints.new_tensor([w * cell - cell / 2 - 0.5, h * cell - cell / 2 - 0.5])
     grid = (keypoints - offset) / extent * 2 - 1
-    sampled = F.grid_sample(dense, grid.view(1, 1, -1, 2), mode="bilinear", align_corners=True)
-    return F.normalize(sampled.view(dim, -1).t(), p=2, dim=1)
+    return sample_at_grid(dense, grid[None])[0]
+
+
+def sample_at_grid(dense: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(B, D, h, w) map at (B, N, 2) grid coordinates in [-1, 1] (corner-aligned) -> (B, N, D) unit rows."""
+    sampled = F.grid_sample(dense, grid[:, None], mode="bilinear", align_corners=True)
+    return F.normalize(sampled[:, :, 0].transpose(1, 2), p=2, dim=2)
 
 
 def select_keypoints(heatmap: torch.Tensor, threshold: float, border: int,
@@ -159,11 +178,17 @@ class SuperPoint(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, H, W) in [0, 1] -> detector logits (B, 65, H/8, W/8), unit-norm dense descriptors."""
+        return self.forward_pooled(images, max_pool_2x2)
+
+    def forward_pooled(self, images: torch.Tensor, pool: Callable[[torch.Tensor], torch.Tensor],
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` with ``pool`` as the 2x2 max-pool: any exact one gives the same result (one
+        ``max_pool2d`` launch suits a GPU, ``max_pool_2x2`` is faster on a CPU)."""
         x = images
         for stage in "1234":
             x = F.relu_(getattr(self, f"conv{stage}a")(x))
             x = getattr(self, f"conv{stage}b")(x)
-            x = F.relu_(x if stage == "4" else max_pool_2x2(x))
+            x = F.relu_(x if stage == "4" else pool(x))
         logits = self.convPb(F.relu_(self.convPa(x)))
         dense = F.normalize(self.convDb(F.relu_(self.convDa(x))), p=2, dim=1)
         return logits, dense
