@@ -27,6 +27,15 @@ emit() {  # NAME ARGUMENTS: one line of the command list, its JSON beside the pr
 commands() {
     local common="--device cuda --pairs $PAIRS --warmup 3"
     local size keypoints precision mode
+    # the fixed path (CUDA graph) first: it carries the real-time targets
+    for size in "640 480" "1280 720"; do
+        for keypoints in 1024 2048; do
+            for precision in fp32 fp16; do
+                emit "graph_${size/ /x}_${keypoints}_${precision}" \
+                    "bench $common --graph --mode stream --resize $size --max-keypoints $keypoints --precision $precision"
+            done
+        done
+    done
     for size in "640 480" "1280 720"; do
         for keypoints in 1024 2048; do
             for precision in fp32 fp16; do

@@ -220,3 +220,18 @@ def test_cameras_bench_reports_batched_and_one_by_one(weight_files, tmp_path):
         assert row["pairs_per_second_batched"] > 0 and row["pairs_per_second_one_by_one"] > 0
         assert row["ratio_min"] <= row["throughput_ratio"] <= row["ratio_max"]
         assert row["latency_ms_batched"] > 0
+
+
+def test_bench_graph_times_the_fixed_path_and_counts_its_hot_section(weight_files, tmp_path):
+    """The GPU path's benchmark runs on the CPU too: its hot section's counts come from the dispatcher."""
+    out = tmp_path / "graph.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "superglue_ros", "bench", "--graph", "--mode", "stream", "--superpoint-weights",
+         str(weight_files["superpoint"]), "--superglue-weights", str(weight_files["superglue"]), "--resize", "160",
+         "120", "--max-keypoints", "64", "--sinkhorn-iterations", "100", "--pairs", "2", "--warmup", "1",
+         "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["config"]["path"] == "fixed" and report["pairs_per_second"] > 0
+    assert report["dispatch_per_pair"]["syncs"] == 0 and report["dispatch_per_pair"]["host_built"] == 0
+    assert "0 host synchronisations" in done.stdout and report["graph"] == {"eager: inputs not on a CUDA device": 3}
