@@ -75,10 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench.speed import benchmark, format_report, load_frames, machine_description
     from ..files.images import ImageReadError
-    from ..files.outputs import check_writable, write_bytes
+    from ..files.outputs import check_outputs, write_bytes
 
-    if args.json:
-        check_writable(args.json)
+    check_outputs([args.json], [args.images])
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     size = tuple(args.resize) if len(args.resize) == 2 else (args.resize[0], args.resize[0] * 3 // 4)
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                                    progress=lambda done, total: bar.update(1))
             report = result.as_dict()
             print(format_report(report))
-    if args.json:
+    if args.json is not None:
         write_bytes(args.json, json.dumps(report, indent=1).encode())
         print(f"wrote {args.json}")
     return 0

@@ -102,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.config import EvalError
     from ..eval.pairlist import PairListSource
     from ..eval.run import evaluate
+    from ..files.outputs import check_outputs
 
+    check_outputs([], [args.source, args.images], folder=args.out)
     out_dir = Path(args.out)
     try:
         config = eval_config(args, is_image_folder(args.source))

@@ -37,9 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..files.outputs import check_writable
+    from ..files.outputs import check_outputs
 
-    check_writable(Path(args.out) / "pairs.txt")
+    check_outputs([Path(args.out) / "pairs.txt"], [getattr(args, "textures", None)], folder=args.out)
     if args.kind == "real":
         from ..data.real_pairs import write_real_pairs
 

@@ -81,8 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..files.outputs import check_outputs, refuse_inputs
     from ..train.config import TrainConfig
-    from ..train.loop import train
+    from ..train.loop import checkpoint_path, train
     from ..inference.weights import WeightsError
 
     for name in ("steps", "batch", "layers", "keypoints", "checkpoint_every", "val_every"):
@@ -112,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--scenes {args.scenes}: no pairs.txt (make one with superglue-ros pairs scenes)")
     if args.resume and not Path(args.resume).is_file():
         raise CommandError(f"--resume {args.resume}: no such file")
+    # the checkpoint may replace the --resume file (that is how a run goes on), nothing else an input
+    check_outputs([args.out, checkpoint_path(args.out) if args.out else None],
+                  [args.images, args.scenes, args.init])
+    refuse_inputs([Path(args.out)], [args.resume] if args.resume else [])
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CommandError(f"--device {args.device}: CUDA is not available")
     if args.threads:

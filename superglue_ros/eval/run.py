@@ -24,7 +24,7 @@ import numpy as np
 
 from ..inference.matcher import Matcher, PairRequest
 from ..inference.pipeline import PairOutcome, match_pair
-from ..files.outputs import StagedFolder, refuse_inputs, write_json
+from ..files.outputs import StagedFolder, check_replaceable_item, refuse_inputs, write_json
 from ..stream.messages import homography_fields, matches_fields
 from .. import metrics
 from .bagio import Bag, BagError, OutputBag
@@ -220,9 +220,12 @@ def evaluate(source: Bag | PairListSource, config: EvalConfig, matcher: Matcher,
 
 def check_replaceable(out_dir: Path) -> None:
     """Outputs of an earlier run may be replaced; a file of the same name that this tool did not write may not."""
-    existing = {name: out_dir / name for name in (METRICS_FILE, REPORT_FILE, OUTPUT_BAG) if (out_dir / name).exists()}
+    kinds = {METRICS_FILE: "file", REPORT_FILE: "file", OUTPUT_BAG: "folder"}
+    for name, kind in kinds.items():  # links, FIFOs, devices: refused before anything opens them
+        check_replaceable_item(out_dir / name, kind)
+    existing = {name: out_dir / name for name in kinds if (out_dir / name).exists()}
     for name, path in existing.items():
-        if path.is_dir() != (name == OUTPUT_BAG) or not written_by_eval(name, path):
+        if not written_by_eval(name, path):
             raise EvalError(f"{path} exists and is not an output of superglue-ros eval; move it or choose "
                             f"another --out")
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from .headers import encoded_size, truncation
-from .outputs import describe
+from .outputs import OutputError, describe, write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
 PIXEL_TYPES = (np.uint8, np.uint16, np.float32, np.float64)
@@ -77,3 +77,12 @@ def decode_image_bytes(data: np.ndarray, source: str, max_pixels: int | None = N
         raise ImageReadError(f"cannot read {source}: unsupported pixel type {image.dtype} "
                              f"(supported: 8- or 16-bit unsigned, or float)", "unsupported pixel type")
     return image
+
+
+def write_image(target: str | os.PathLike, image: np.ndarray) -> None:
+    """An image file in the format its suffix names, written atomically (never through a link or over a
+    device, and never half-written)."""
+    ok, encoded = cv2.imencode(Path(target).suffix.lower(), image)
+    if not ok:
+        raise OutputError(f"cannot encode {target}: use a .png or .jpg file name")
+    write_bytes(target, encoded.tobytes())
