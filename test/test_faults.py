@@ -7,6 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -14,8 +19,10 @@ import numpy as np
 import pytest
 
 from superglue_ros.cli.main import main
-from test_bad_input import FAST, TOPIC, one_line_error
+from test_bad_input import FAST, TOPIC, one_line_error, wait_for
 from test_bagio import graffiti_frames, write_image_bag
+
+from conftest import REPO
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -87,3 +94,64 @@ def test_eval_refuses_a_linked_output_bag_before_any_work(tmp_path, capsys):
     one_line_error(capsys, main(args), "matches_bag", "symbolic link")
     assert digest(tmp_path) == before
     json.loads((out / "metrics.json").read_text())
+
+
+def training_images(folder: Path) -> Path:
+    folder.mkdir()
+    for index, frame in enumerate(graffiti_frames(4, (160, 120))):
+        cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
+    return folder
+
+
+TINY_TRAINING = ["--batch", "1", "--keypoints", "48", "--crop", "96", "128", "--layers", "1"]
+
+
+def test_train_keeps_its_finished_steps_on_sighup(tmp_path):
+    """A closed terminal ends training between two steps with every finished step in the checkpoint."""
+    import torch
+
+    images = training_images(tmp_path / "seq")
+    out = tmp_path / "model.pt"
+    process = subprocess.Popen([sys.executable, "-m", "superglue_ros", "train", "--images", str(images), "--out",
+                                str(out), "--steps", "1000", "--checkpoint-every", "1000", *TINY_TRAINING],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(process, rb" [1-9]\d*/1000")
+    process.send_signal(signal.SIGHUP)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGHUP, stderr.decode()[-2000:]
+    checkpoint = torch.load(tmp_path / "model.ckpt.pt", weights_only=True)
+    assert 1 <= checkpoint["step"] < 1000 and b"--resume" in stderr
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_train_stops_when_the_loss_diverges_and_writes_no_nan_model(tmp_path, capsys):
+    images = training_images(tmp_path / "seq")
+    out = tmp_path / "model.pt"
+    code = main(["train", "--images", str(images), "--out", str(out), "--steps", "3", "--lr", "1e30",
+                 *TINY_TRAINING])
+    err = capsys.readouterr().err
+    assert code == 2 and "diverged" in err and "Traceback" not in err and not out.exists()
+    assert len([line for line in err.splitlines() if "error" in line]) == 1
+
+
+def limit_file_size(size: int) -> Callable[[], None]:
+    """A child process whose files cannot grow past ``size`` bytes: a full disk, as the writes see it."""
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write fails with EFBIG instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+def test_a_full_disk_at_the_end_keeps_metrics_json_and_says_so_in_one_line(tmp_path):
+    """The output bag (sqlite) and the report no longer fit; metrics.json does: it is published, marked partial,
+    the bag is left out, and the run ends with one error line and exit 2."""
+    bag = write_image_bag(tmp_path / "bag", {TOPIC: graffiti_frames(30, (160, 120))})
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "superglue_ros", "eval", str(bag), "--topic", TOPIC, "--out",
+                             str(out), "--weights", "sift_open", *FAST], cwd=REPO, capture_output=True, text=True,
+                            preexec_fn=limit_file_size(100_000), timeout=600)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "cannot write" in lines[0], result.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["partial"] is True
+    assert not (out / "matches_bag").exists() and not list(out.glob(".superglue-ros-staging-*"))

@@ -4,9 +4,9 @@ Each command module exposes ``register(subparsers)``, which adds its parser
 and sets ``func`` to a ``run(args) -> int``. Heavy optional dependencies
 (rclpy, rosbags, onnxruntime, matplotlib) are imported inside ``run`` so
 that a missing extra only affects the command that needs it. Every failure
-a user can cause is one line on stderr and exit code 2; Ctrl-C exits 130
-and SIGTERM (what launch systems, systemd and docker send) 143, after the
-command has saved what it can.
+a user can cause is one line on stderr and exit code 2; Ctrl-C exits 130,
+SIGTERM (what launch systems, systemd and docker send) 143 and SIGHUP (a
+closed terminal or SSH session) 129, after the command has saved what it can.
 """
 from __future__ import annotations
 
@@ -26,7 +26,11 @@ COMMAND_MODULES = ("bench", "match", "node", "eval", "compare", "pairs", "weight
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, delivered like Ctrl-C so that every command's interrupt handling also serves it."""
+    """SIGTERM or SIGHUP, delivered like Ctrl-C so that every command's interrupt handling also serves it."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.signum = signum
 
 
 def build_parser() -> Parser:
@@ -38,7 +42,7 @@ def build_parser() -> Parser:
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
+    raise Terminated(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,21 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # --help, or a bad option (one line already printed)
         return int(stop.code or 0)
     args.ros_args = ros_args
-    previous = signal.signal(signal.SIGTERM, _terminate) if args.command != "node" else None
+    previous = {} if args.command == "node" else {
+        number: signal.signal(number, _terminate) for number in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return int(args.func(args) or 0)
     except (CommandError, OutputError, ImageReadError) as error:
         print(f"superglue-ros {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except Terminated:
-        print(f"superglue-ros {args.command}: terminated", file=sys.stderr)
-        return 143
+    except Terminated as ended:
+        print(f"superglue-ros {args.command}: {'hung up' if ended.signum == signal.SIGHUP else 'terminated'}",
+              file=sys.stderr)
+        return 128 + ended.signum
     except KeyboardInterrupt:
         print(f"superglue-ros {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 if __name__ == "__main__":

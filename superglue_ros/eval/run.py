@@ -10,11 +10,10 @@ cannot be read past some message ends the run the same way, with the reason.
 """
 from __future__ import annotations
 
-import signal
-import threading
+import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +23,8 @@ import numpy as np
 
 from ..inference.matcher import Matcher, PairRequest
 from ..inference.pipeline import PairOutcome, match_pair
-from ..files.outputs import StagedFolder, check_replaceable_item, refuse_inputs, write_json
+from ..files.outputs import (OutputError, StagedFolder, check_replaceable_item, refuse_inputs, signals_deferred,
+                             write_json)
 from ..stream.messages import homography_fields, matches_fields
 from .. import metrics
 from .bagio import Bag, BagError, OutputBag
@@ -88,7 +88,13 @@ class Run:
             return None
         record = self.record(pair, outcome)
         if self.bag is not None:
-            self._write_messages(pair, outcome)
+            try:
+                self._write_messages(pair, outcome)
+            except OutputError:  # disk full, quota, read-only: end the run, keep the pairs before it
+                with suppress(OutputError):
+                    self.bag.close()
+                self.drop_bag()
+                raise
         points0, points1, confidences = outcome.pair.matched_points()
         if record["index"] in self.sample_at:
             self.outcome.samples.append(Sample(pair.frame0.image, pair.frame1.image, points0, points1, confidences,
@@ -137,9 +143,22 @@ class Run:
         self.bag.write(self.config.homography_topic, "superglue_ros/msg/Homography",
                        homography_fields(outcome.homography, current, reference), pair.frame1.log_time)
 
-    def close_bag(self) -> None:
-        if self.bag is not None:
+    def close_bag(self) -> str:
+        """Finish the output bag; why it could not be written ("" when it was), in which case it is left out."""
+        if self.bag is None:
+            return ""
+        try:
             self.bag.close()
+        except OutputError as error:
+            self.drop_bag()
+            return str(error)
+        return ""
+
+    def drop_bag(self) -> None:
+        """Leave the bag out of the outputs: what it holds is incomplete (metrics.json still has every pair)."""
+        if self.bag is not None:
+            path, self.bag = self.bag.path, None
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def output_items(config: EvalConfig) -> dict[str, str]:
@@ -194,10 +213,10 @@ def evaluate(source: Bag | PairListSource, config: EvalConfig, matcher: Matcher,
                             on_pair(record)
         except KeyboardInterrupt as interrupt:
             run.outcome.interrupted = interrupt
-        except BagError as error:  # the bag could not be read further: report what was done
+        except (BagError, OutputError) as error:  # the bag could not be read or written further: report what was done
             stop_reason = str(error)
         finally:
-            run.close_bag()
+            stop_reason = stop_reason or run.close_bag()
         if not run.records:
             if run.outcome.interrupted is not None:
                 raise run.outcome.interrupted
@@ -206,8 +225,12 @@ def evaluate(source: Bag | PairListSource, config: EvalConfig, matcher: Matcher,
             with signals_deferred():
                 run.outcome.document = build_document(config, matcher, run, time.perf_counter() - started,
                                                       expected, stop_reason)
-                write_report(staging / REPORT_FILE, run.outcome)
                 write_json(staging / METRICS_FILE, run.outcome.document.to_json())
+                try:  # the report is drawn from metrics.json: without room for it, metrics.json is still kept
+                    write_report(staging / REPORT_FILE, run.outcome)
+                except OutputError as error:  # named by where it was going, not by the staging folder
+                    problem = str(error).replace(str(staging.path), str(out_dir))
+                    stop_reason = "; ".join(filter(None, (stop_reason, problem)))
                 staging.publish(last=METRICS_FILE)
         except KeyboardInterrupt as late:  # arrived while writing: the outputs are complete, then it acts
             run.outcome.interrupted = run.outcome.interrupted or late
@@ -256,25 +279,6 @@ def no_pairs_reason(config: EvalConfig, tally: FrameTally) -> str:
                 f"the first: {tally.examples[0]})")
     return (f"no pairs to evaluate: no {config.topic} frame had a partner (stereo pairs need header stamps "
             f"within --sync-tolerance {config.slop} s)")
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait while the outputs are written, then act as they would have: a second
-    Ctrl-C no longer loses the partial report. (Python handles signals in the main thread only.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    previous = {number: signal.signal(number, lambda received, frame: pending.append(received))
-                for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        if pending:
-            signal.raise_signal(pending[0])
 
 
 def build_document(config: EvalConfig, matcher: Matcher, run: Run, wall_s: float, expected: int,

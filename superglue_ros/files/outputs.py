@@ -14,8 +14,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +26,8 @@ from typing import Any
 import numpy as np
 
 STAGING_PREFIX = ".superglue-ros-staging-"
+# Signals that end a run; each keeps what is finished (SIGHUP: a closed terminal or SSH session).
+ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 NAME_MAX = 255  # bytes per path component on every common Linux file system
 
 
@@ -259,3 +263,23 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait while the block runs (outputs being written, a training step), then
+    act as they would have: a second Ctrl-C no longer loses the partial report. (Python handles signals
+    in the main thread only.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {number: signal.signal(number, lambda received, frame: pending.append(received))
+                for number in ENDING_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if pending:
+            signal.raise_signal(pending[0])
