@@ -9,6 +9,7 @@ import json
 import os
 import resource
 import signal
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,8 +18,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings, strategies as st
 
+from superglue_ros.bench.speed import load_frames
 from superglue_ros.cli.main import main
+from superglue_ros.files.headers import encoded_size
+from superglue_ros.files.images import ImageReadError, decode_image_bytes, read_image
 from test_bad_input import FAST, TOPIC, one_line_error, wait_for
 from test_bagio import graffiti_frames, write_image_bag
 
@@ -155,3 +160,125 @@ def test_a_full_disk_at_the_end_keeps_metrics_json_and_says_so_in_one_line(tmp_p
     assert result.returncode == 2 and len(lines) == 1 and "cannot write" in lines[0], result.stderr[-2000:]
     assert json.loads((out / "metrics.json").read_text())["partial"] is True
     assert not (out / "matches_bag").exists() and not list(out.glob(".superglue-ros-staging-*"))
+
+
+def tiff(height: int, width: int, order: str, big: bool, pixels: bytes = b"") -> bytes:
+    """An uncompressed 8-bit grey TIFF (classic or BigTIFF, either byte order) with one strip."""
+    e = "<" if order == "II" else ">"
+    tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 0),
+            (277, 3, 1), (278, 4, height), (279, 4, height * width)]
+    count, entry, value = ("Q", 20, "Q") if big else ("H", 12, "I")
+    first = 16 if big else 8
+    data_at = first + struct.calcsize(e + count) + len(tags) * entry + struct.calcsize(e + value)
+    head = (order.encode() + struct.pack(e + "HHHQ", 43, 8, 0, first) if big
+            else order.encode() + struct.pack(e + "HI", 42, first))
+    ifd = struct.pack(e + count, len(tags))
+    for tag, kind, number in tags:
+        number = data_at if tag == 273 else number
+        field = struct.pack(e + ("H" if kind == 3 else "I"), number).ljust(struct.calcsize(e + value), b"\0")
+        ifd += struct.pack(e + "HH" + count[0].replace("H", "I"), tag, kind, 1) + field
+    return head + ifd + struct.pack(e + value, 0) + pixels
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.sampled_from(["II", "MM"]), st.booleans())
+def test_tiff_sizes_are_read_from_either_byte_order_and_bigtiff(height, width, order, big):
+    data = np.frombuffer(tiff(height, width, order, big, bytes(range(256)) * 7), np.uint8)
+    assert encoded_size(data) == (height, width) == cv2.imdecode(data, cv2.IMREAD_UNCHANGED).shape[:2]
+
+
+FORMATS = [".png", ".jpg", ".webp", ".tiff", ".bmp", ".pgm", ".ppm", ".pfm", ".jp2", ".hdr", ".ras", ".gif",
+           ".avif", ".pam"]
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.sampled_from(FORMATS), st.integers(1, 48), st.integers(1, 48), st.booleans())
+def test_every_decodable_format_has_its_size_read_from_the_header(suffix, height, width, lossless):
+    image = (np.random.default_rng(height * 100 + width).random((height, width, 3)) * 255).astype(np.uint8)
+    if suffix in (".pfm", ".hdr"):
+        image = image.astype(np.float32)
+    params = [cv2.IMWRITE_WEBP_QUALITY, 101] if suffix == ".webp" and lossless else []
+    try:
+        ok, encoded = cv2.imencode(suffix, image, params)
+    except cv2.error:
+        ok = False
+    assume(ok and encoded.size)  # some encoders refuse tiny images
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+    assert encoded_size(encoded) == decoded.shape[:2] == (height, width)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 254), min_size=1, max_size=5), st.integers(8, 64), st.integers(8, 64))
+def test_junk_before_the_jpeg_frame_header_does_not_hide_its_size(junk, height, width):
+    """libjpeg skips bytes that are not markers; so does the header scan, finding the size libjpeg decodes."""
+    encoded = cv2.imencode(".jpg", np.full((height, width), 90, np.uint8))[1].tobytes()
+    sof = encoded.index(b"\xff\xc0")
+    damaged = np.frombuffer(encoded[:sof] + bytes(junk) + encoded[sof:], np.uint8)
+    decoded = decode_image_bytes(damaged, "image x", max_pixels=64 * 64)
+    assert encoded_size(damaged) == decoded.shape[:2] == (height, width)
+
+
+def huge_headers() -> dict[str, bytes]:
+    """A few hundred bytes each, claiming images of hundreds of megapixels: decoding any would cost GBs."""
+    jpeg = bytearray(cv2.imencode(".jpg", np.zeros((16, 16), np.uint8))[1].tobytes())
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = struct.pack(">HH", 14000, 14000)
+    lossless = (16383 - 1) | (16383 - 1) << 14
+    return {
+        "junk before SOF": bytes(jpeg[:sof]) + b"\x00" + bytes(jpeg[sof:]),
+        "deflate TIFF": tiff(30000, 30000, "II", False),
+        "BigTIFF": tiff(30000, 30000, "MM", True),
+        "lossless WebP": b"RIFF" + struct.pack("<I", 30) + b"WEBPVP8L" + struct.pack("<I", 10) + b"\x2f"
+                         + struct.pack("<I", lossless) + b"\0" * 8,
+        "BMP": b"BM" + b"\0" * 12 + struct.pack("<Iii", 40, 20000, -20000) + b"\0" * 40,
+        "PGM": b"P5\n# a comment\n20000 20000\n255\n",
+        "Sun raster": b"\x59\xa6\x6a\x95" + struct.pack(">II", 20000, 20000) + b"\0" * 24,
+    }
+
+
+@pytest.mark.parametrize("name", list(huge_headers()))
+def test_images_above_the_bound_are_refused_from_the_header_of_any_format(name, tmp_path, capsys):
+    path = tmp_path / "huge.img"
+    path.write_bytes(huge_headers()[name])
+    with pytest.raises(ImageReadError, match="exceeds max_image_pixels") as refused:
+        read_image(path, 1000)
+    assert refused.value.reason == "too large"
+
+
+def test_readers_without_a_matcher_have_a_pixel_bound_and_resize_is_checked(tmp_path, pictures, capsys):
+    """Textures and training images are bounded too; --resize is checked the same way by every command."""
+    a, b = pictures
+    textures = tmp_path / "textures"
+    textures.mkdir()
+    (textures / "huge.tif").write_bytes(huge_headers()["deflate TIFF"])
+    cases = [
+        (["pairs", "scenes", "--textures", str(textures), "--out", str(tmp_path / "p"), "--count", "1"], "exceeds"),
+        (["train", "--images", str(textures), "--out", str(tmp_path / "m.pt"), "--steps", "1"], "exceeds"),
+        (["match", str(a), str(b), "--resize", "16384", "16384"], "--max-image-pixels"),
+        (["match", str(a), str(b), "--resize", "0"], "--resize"),
+        (["bench", "--images", str(textures), "--resize", "0", "0"], "--resize"),
+        (["bench", "--images", str(textures), "--resize", "40000"], "--resize"),
+        (["eval", str(a), "--images", str(tmp_path), "--resize", "100000"], "--resize"),
+        (["eval", str(a), "--images", str(tmp_path), "--resize", "-1", "5"], "--resize"),
+    ]
+    for command, words in cases:
+        one_line_error(capsys, main(command + ["--weights", "sift_open"] * (command[0] not in ("pairs", "train"))),
+                       words)
+    assert not (tmp_path / "p").exists() and not (tmp_path / "m.pt").exists()
+
+
+def test_bench_makes_its_frames_on_demand():
+    """200000 pairs: no frame exists until asked for, and only a few are held at once."""
+    frames = load_frames(None, 400_005, (64, 48))
+    assert len(frames) == 400_005 and not frames.recent
+    assert np.array_equal(frames[399_999], load_frames(None, 400_005, (64, 48))[399_999])
+    for index in range(20):
+        assert frames[index].shape == (48, 64)
+    assert len(frames.recent) <= 8
+
+
+def test_a_float_image_without_finite_pixels_is_refused():
+    encoded = cv2.imencode(".pfm", np.full((8, 8, 3), np.nan, np.float32))[1]
+    with pytest.raises(ImageReadError, match="no finite pixel") as refused:
+        decode_image_bytes(encoded, "image x")
+    assert refused.value.reason == "no finite pixels"

@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         label = f"{matcher.model_name} ({DETERMINISTIC})" if deterministic else matcher.model_name
         count = max(args.pairs + args.warmup, max(args.cameras or [1]) + 1) * 2 + 1
         try:
-            frames = load_frames(args.images, count, size)
+            frames = load_frames(args.images, count, size, max_pixels=args.max_image_pixels,
+                                 keep=max(args.cameras or [1]) + 7)
         except ImageReadError as error:
             raise CommandError(str(error)) from None
         config = {"device": machine_description(matcher.device), "precision": args.precision, "mode": args.mode,

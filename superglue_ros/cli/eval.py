@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from . import CommandError
-from .options import add_matcher_options, add_parameter_options, build_matcher, finite_float, positive_int
+from .options import (add_matcher_options, add_parameter_options, build_matcher, check_resize, finite_float,
+                      positive_int)
 
 PAIR_LIST_SUFFIXES = (".txt", ".pairs")
 
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from ..files.outputs import check_outputs
 
     check_outputs([], [args.source, args.images], folder=args.out)
+    check_resize(args.resize, args.max_image_pixels, is_pair_list(args))
     out_dir = Path(args.out)
     try:
         config = eval_config(args, is_image_folder(args.source))

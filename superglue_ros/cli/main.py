@@ -16,6 +16,7 @@ import sys
 from types import FrameType
 
 from ..files.images import ImageReadError
+from ..files.inputs import InputFileError
 from ..files.outputs import OutputError
 from . import CommandError
 from .options import Parser
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         number: signal.signal(number, _terminate) for number in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return int(args.func(args) or 0)
-    except (CommandError, OutputError, ImageReadError) as error:
+    except (CommandError, OutputError, ImageReadError, InputFileError) as error:
         print(f"superglue-ros {args.command}: error: {error}", file=sys.stderr)
         return 2
     except Terminated as ended:

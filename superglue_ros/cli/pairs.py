@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from . import CommandError
-from .options import positive_int
+from .options import add_pixel_bound, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scenes.add_argument("--size", type=positive_int("--size", 64, 4096), nargs=2, metavar=("W", "H"),
                         default=(640, 480), help="image size (default: 640 480)")
     scenes.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_pixel_bound(scenes, "texture photographs")
     real = kinds.add_parser("real", help="real stereo pairs with known poses (opencv-doc, scikit-image)")
     real.add_argument("--out", required=True, metavar="DIR", help="folder for the images and pairs.txt")
     parser.set_defaults(func=run)
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     textures = None
     if args.textures:  # as 8-bit colour, whatever the files hold (alpha, 16 bits, gray)
-        textures = [read_image(path, flags=cv2.IMREAD_COLOR) for path in image_files(args.textures)]
+        textures = [read_image(path, args.max_image_pixels, cv2.IMREAD_COLOR) for path in image_files(args.textures)]
     pairs = tqdm(generate(args.seed, args.count, tuple(args.size), textures), total=args.count, unit="pair",
                  desc="render", disable=args.no_progress)
     path = write_pair_list(args.out, pairs, [f"{args.seed}_{i:05d}" for i in range(args.count)])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..data.homographies import MAX_STRENGTH
 from . import CommandError
-from .options import finite_float, positive_int
+from .options import add_pixel_bound, finite_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=positive_int("--workers", 0), default=0,
                         help="processes that extract features for the next steps while the model trains; the "
                              "weights do not depend on it (default: %(default)s, extract in the training process)")
+    add_pixel_bound(parser, "training and scene images")
     parser.set_defaults(func=run)
 
 
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                          keypoint_imbalance=args.keypoint_imbalance, layers=args.layers, init=args.init,
                          crop=tuple(args.crop), workers=args.workers, scale_orientation=args.scale_orientation,
                          contrast_threshold=args.contrast_threshold, max_strength=args.max_strength,
-                         scenes=args.scenes, scene_share=args.scene_share)
+                         scenes=args.scenes, scene_share=args.scene_share, max_image_pixels=args.max_image_pixels)
     try:
         meta = train(config)
     except (FileNotFoundError, ValueError, WeightsError) as error:  # ImageReadError is a ValueError

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..inference.matcher import Matcher, PairRequest
 from ..inference.pipeline import PairOutcome, match_pair
+from ..files.inputs import InputFileError, read_bounded, regular_file
 from ..files.outputs import (OutputError, StagedFolder, check_replaceable_item, refuse_inputs, signals_deferred,
                              write_json)
 from ..stream.messages import homography_fields, matches_fields
@@ -262,13 +263,13 @@ def written_by_eval(name: str, path: Path) -> bool:
         except SchemaError:
             return False
         return True
-    if name == REPORT_FILE:
-        with path.open("rb") as report:
-            return REPORT_MARKER.encode() in report.read(4096)
-    metadata = path / "metadata.yaml"
-    if not metadata.is_file():
+    try:  # regular files only (a FIFO would block), read up to a bound
+        if name == REPORT_FILE:
+            with regular_file(path, "report").open("rb") as report:
+                return REPORT_MARKER.encode() in report.read(4096)
+        text = read_bounded(path / "metadata.yaml", what="bag metadata").decode(errors="replace")
+    except (InputFileError, OSError):
         return False
-    text = metadata.read_text(errors="replace")
     topics = {line.split(":", 1)[1].strip() for line in text.splitlines() if line.strip().startswith("name:")}
     return bool(topics) and topics <= {EvalConfig.matches_topic, EvalConfig.homography_topic}
 

@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files.inputs import InputFileError, read_text
+
 SCHEMA_VERSION = 3
 SUPPORTED_VERSIONS = (1, 2, 3)
+METRICS_LIMIT = 1 << 30  # about a million pairs; a larger file is not an eval output
 STAGE_RENAMES = {1: {"superpoint": "extract", "superglue": "match"}, 2: {"features": "extract", "superglue": "match"}}
 METHODS = ("superglue", "mnn", "mnn_ratio")
 SYNTHETIC_EXTRAS = ("gain", "gain_vs_ratio_test", "precision_at_equal_recall")
@@ -256,10 +259,12 @@ def load(path: str | Path) -> Document:
     target = Path(path)
     if target.is_dir():
         target = target / "metrics.json"
-    if not target.is_file():
+    if not target.exists():
         raise SchemaError(f"{path}: no metrics.json (not a finished `superglue-ros eval` output)")
     try:
-        data = json.loads(target.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        data = json.loads(read_text(target, METRICS_LIMIT, "metrics file"))
+    except InputFileError as error:
+        raise SchemaError(str(error)) from None
+    except json.JSONDecodeError as error:
         raise SchemaError(f"{target}: not readable JSON ({error})") from None
     return Document.from_json(data, str(target))

@@ -177,8 +177,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     extractor = build_extractor(extractor_config(config.extractor, config.num_keypoints, config.contrast_threshold))
     train_paths, val_paths = split_images(image_files(config.images))
-    train_images = [load_gray(p, config.max_side) for p in train_paths]
-    val_images = [load_gray(p, config.max_side) for p in val_paths]
+    train_images = [load_gray(p, config.max_side, config.max_image_pixels) for p in train_paths]
+    val_images = [load_gray(p, config.max_side, config.max_image_pixels) for p in val_paths]
     model_config = superglue_config(DESCRIPTOR_DIMS[config.extractor], config.layers, config.sinkhorn_iterations,
                                     config.scale_orientation)
     model = SuperGlue(**model_config)
