@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import resource
 import signal
 import struct
@@ -282,3 +283,67 @@ def test_a_float_image_without_finite_pixels_is_refused():
     with pytest.raises(ImageReadError, match="no finite pixel") as refused:
         decode_image_bytes(encoded, "image x")
     assert refused.value.reason == "no finite pixels"
+
+
+def test_what_used_to_end_in_a_traceback_is_one_line_before_the_work(tmp_path, pictures, weight_files, capsys,
+                                                                     monkeypatch):
+    a, b = pictures
+    official = ["--superpoint-weights", str(weight_files["superpoint"]), "--superglue-weights",
+                str(weight_files["superglue"])]
+    os.symlink("/proc/self/mem", tmp_path / "mem.pth")
+    os.mkfifo(tmp_path / "fifo.pth")
+    (tmp_path / "plain.pt").write_bytes(pickle.dumps({"step": 1}))
+    (tmp_path / "cut.pt").write_bytes(weight_files["superglue"].read_bytes()[:5000])
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "seq").mkdir()
+    (tmp_path / "seq" / "000.png").write_bytes(a.read_bytes())
+    train = ["train", "--images", str(tmp_path / "seq"), "--out", str(tmp_path / "out" / "m.pt")]
+    cases = [
+        (["match", str(a), str(b), "--max-keypoints", "9" * 401], "max_keypoints"),
+        (["match", str(a), str(b), "--weights", "sift_open", "--max-keypoints", str(10 ** 20)], "max_keypoints"),
+        (["eval", str(tmp_path), "--synthetic-homography", "--seed", "-1"], "--seed"),
+        (["pairs", "scenes", "--out", str(tmp_path / "p"), "--seed", "-1"], "--seed"),
+        (["bench", "--threads", "1000000000"], "--threads"),
+        (["match", str(a), str(b), "--weights", "sift_open", "--backend", "onnxruntime"], "backend torch"),
+        (["match", str(tmp_path / ("n" * 300 + ".png")), str(b)], "too long"),
+        (["match", str(a), str(b), "--superpoint-weights", str(tmp_path / "mem.pth"), "--superglue-weights",
+          str(weight_files["superglue"])], "mem.pth"),
+        (["match", str(a), str(b), "--superpoint-weights", str(tmp_path / "fifo.pth"), "--superglue-weights",
+          str(weight_files["superglue"])], "FIFO"),
+        (train + ["--resume", str(tmp_path / "plain.pt")], "never run"),
+        (train + ["--resume", str(tmp_path / "cut.pt")], "truncated"),
+        (train + ["--resume", str(weight_files["superglue"])], "not a checkpoint"),
+        (["export-onnx", "--out", str(tmp_path / "a_file"), *official], "not a folder"),
+        (["match", str(a), str(b), "--backend", "onnxruntime", "--onnx-dir", str(tmp_path / "a_file"), *official],
+         "not a folder"),
+    ]
+    for command, words in cases:
+        one_line_error(capsys, main(command), words)
+    monkeypatch.setenv("SUPERGLUE_ROS_WEIGHTS_DIR", "~nosuchuser/x")
+    assert main(["weights", "list"]) == 0 and "~nosuchuser" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists() and not (tmp_path / "p").exists()
+
+
+def test_a_damaged_onnx_export_is_not_taken_for_a_current_one(tmp_path):
+    from superglue_ros.inference.backends.onnx_export import read_metadata
+
+    (tmp_path / "superpoint.onnx").write_bytes(b"\x08\x07\x12\x0bnot a model at all")
+    assert read_metadata(tmp_path / "superpoint.onnx") == {}
+
+
+@pytest.mark.parametrize("stdout", ["closed pipe", "full disk"])
+def test_a_closed_or_full_stdout_ends_without_a_traceback(stdout):
+    target = open(os.devnull if stdout == "closed pipe" else "/dev/full", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "superglue_ros", "weights", "list"], cwd=REPO,
+                               stdout=subprocess.PIPE if stdout == "closed pipe" else target, stderr=subprocess.PIPE)
+    if process.stdout is not None:
+        process.stdout.close()  # the reader went away, like `| head -c1` once it has its byte
+    stderr = process.stderr.read().decode()
+    code = process.wait(timeout=120)
+    target.close()
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    if stdout == "closed pipe":
+        assert code == 128 + signal.SIGPIPE and stderr == ""
+    else:
+        assert code == 2 and stderr.strip().splitlines() == [
+            "superglue-ros: error: cannot write to standard output: No space left on device"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import CommandError
-from .options import add_matcher_options, build_matcher, positive_int
+from .options import MAX_THREADS, add_matcher_options, build_matcher, positive_int
 
 DETERMINISTIC = "official architecture, deterministic weights"
 
@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="timed pairs, repetitions or rounds (default: %(default)s)")
     parser.add_argument("--warmup", type=positive_int("--warmup", 0), default=2,
                         help="untimed pairs first (default: %(default)s)")
-    parser.add_argument("--threads", type=positive_int("--threads"), help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int("--threads", 1, MAX_THREADS),
+                        help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--agreement", action="store_true",
                         help="also run exact fp32 on the same pairs and report the share of identical matches")
     parser.add_argument("--reference", metavar="DIR",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import CommandError
-from .options import (add_matcher_options, add_parameter_options, build_matcher, check_resize, finite_float,
+from .options import (SEED, add_matcher_options, add_parameter_options, build_matcher, check_resize, finite_float,
                       positive_int)
 
 PAIR_LIST_SUFFIXES = (".txt", ".pairs")
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="warp strength in [0, 2] (default: %(default)s)")
     synthetic.add_argument("--warps", type=positive_int("--warps"), default=1,
                            help="random warps per frame, each one pair (default: %(default)s)")
-    synthetic.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    synthetic.add_argument("--seed", type=SEED, default=0, help="random seed (default: %(default)s)")
     synthetic.add_argument("--no-photometric", action="store_true", help="no brightness/contrast/noise changes")
     pose = parser.add_argument_group("ground-truth poses")
     pose.add_argument("--images", metavar="DIR", help="pair list: the folder its image names are relative to")

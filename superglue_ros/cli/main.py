@@ -10,14 +10,18 @@ closed terminal or SSH session) 129, after the command has saved what it can.
 """
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import signal
 import sys
+from contextlib import suppress
 from types import FrameType
+from typing import Any, TextIO
 
 from ..files.images import ImageReadError
 from ..files.inputs import InputFileError
-from ..files.outputs import OutputError
+from ..files.outputs import OutputError, describe
 from . import CommandError
 from .options import Parser
 
@@ -46,7 +50,60 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise Terminated(signum)
 
 
+class StdoutFailed(Exception):
+    """Standard output could not be written: its reader went away (a pipe into ``head``) or its disk is full."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(describe(error))
+        self.error = error
+
+
+class GuardedOutput:
+    """sys.stdout whose write failures are a :class:`StdoutFailed`, told apart from the command's own
+    OSErrors (a file it reads or writes)."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream  # None: started with stdout closed
+
+    def write(self, text: str) -> int:
+        try:
+            if self.stream is None:
+                raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+            return self.stream.write(text)
+        except OSError as error:
+            raise StdoutFailed(error) from None
+
+    def flush(self) -> None:
+        try:
+            if self.stream is not None:
+                self.stream.flush()
+        except OSError as error:
+            raise StdoutFailed(error) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a closed pipe on stdout ends it quietly (141, as if by SIGPIPE), a full one with
+    one line (2), never with a traceback at exit."""
+    stdout, sys.stdout = sys.stdout, GuardedOutput(sys.stdout)
+    try:
+        code = run(argv)
+        sys.stdout.flush()
+        return code
+    except StdoutFailed as failure:
+        with suppress(OSError, ValueError, AttributeError):  # the interpreter's last flush goes nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        if isinstance(failure.error, BrokenPipeError):
+            return 128 + signal.SIGPIPE
+        print(f"superglue-ros: error: cannot write to standard output: {failure}", file=sys.stderr)
+        return 2
+    finally:
+        sys.stdout = stdout
+
+
+def run(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     ros_args = argv[argv.index("--ros-args"):] if "--ros-args" in argv else []
     try:

@@ -16,6 +16,7 @@ from ..parameters import CLI, DEFAULTS, Parameter, default_text, in_scope, match
 from . import CommandError
 
 MODEL_TARGETS = ("matcher", "extractor", "superglue")
+MAX_THREADS = 1024  # far above any machine's cores; a larger count makes OpenMP allocate without end
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,6 +51,9 @@ def finite_float(name: str, low: float | None = None, high: float | None = None)
     from ..settings import Setting
 
     return checked(Setting(name, float, None, "", low, high).parse)
+
+
+SEED = positive_int("--seed", 0, (1 << 32) - 1)  # what numpy and torch both take as a seed
 
 
 def add_parameter_options(parser: argparse.ArgumentParser, targets: tuple[str, ...],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from . import CommandError
-from .options import add_pixel_bound, positive_int
+from .options import SEED, add_pixel_bound, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scenes = kinds.add_parser("scenes", help="render 3D scene pairs with depth maps")
     scenes.add_argument("--out", required=True, metavar="DIR", help="folder for the images, depth maps and pairs.txt")
     scenes.add_argument("--count", type=positive_int("--count"), default=100, help="pairs (default: %(default)s)")
-    scenes.add_argument("--seed", type=int, default=0,
+    scenes.add_argument("--seed", type=SEED, default=0,
                         help="stream of pairs: use different seeds for training and validation (default: 0)")
     scenes.add_argument("--textures", metavar="DIR", help="folder of photographs to texture the scenes with "
                                                           "(default: procedural textures)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..data.homographies import MAX_STRENGTH
 from . import CommandError
-from .options import add_pixel_bound, finite_float, positive_int
+from .options import MAX_THREADS, SEED, add_pixel_bound, finite_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         metavar="R",
                         help="with --min-keypoints, image 1 keeps image 0's count times a random factor in "
                              "[1/R, R] (default: %(default)s, the same count)")
-    parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    parser.add_argument("--seed", type=SEED, default=0, help="default: %(default)s")
     parser.add_argument("--out", default="model.pt",
                         help="final model file; checkpoints go to OUT's stem + .ckpt.pt (default: %(default)s)")
     parser.add_argument("--resume", metavar="CKPT",
@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="default: %(default)s")
     parser.add_argument("--val-every", type=positive_int("--val-every"), default=100, help="default: %(default)s")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
-    parser.add_argument("--threads", type=positive_int("--threads", 0), default=0,
+    parser.add_argument("--threads", type=positive_int("--threads", 0, MAX_THREADS), default=0,
                         help="CPU threads for torch and OpenCV (0: their defaults)")
     parser.add_argument("--workers", type=positive_int("--workers", 0), default=0,
                         help="processes that extract features for the next steps while the model trains; the "

@@ -164,13 +164,13 @@ def check_outputs(files: Iterable[str | os.PathLike | None], inputs: Iterable[st
     """Every check an output gets before the work starts, in one call: each output file is writable and
     replaces at most a regular file, no two outputs are the same file, and none replaces, holds or goes
     inside an input (links resolved); an output ``folder`` is a writable folder outside every input."""
+    if folder is not None:
+        check_output_folder(folder)
     targets = [check_name(t) for t in files if t is not None]
     for target in targets:
         check_writable(target)
     if len({t.resolve() for t in targets}) < len(targets):
         raise OutputError(f"two outputs are the same file: {', '.join(map(shown, targets))}")
-    if folder is not None:
-        check_output_folder(folder)
     refuse_inputs(targets, [i for i in inputs if i], None if folder is None else Path(folder))
 
 

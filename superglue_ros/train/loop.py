@@ -19,6 +19,7 @@ import torch
 
 from ..metrics import match_counts
 from ..inference.model_files import build_extractor, load_open_model, save_open_model
+from ..inference.weights import load_tensor_file
 from ..files.outputs import atomic_path, signals_deferred
 from ..files.images import image_files
 from ..models.optimal_transport import extract_matches
@@ -29,6 +30,7 @@ from .batches import Batch, load_gray, split_images, step_batches, validation_ba
 from .config import DESCRIPTOR_DIMS, RUN_FIELDS, TrainConfig, extractor_config, superglue_config
 
 CHECKPOINT_FORMAT = 1
+CHECKPOINT_KEYS = {"format", "step", "model", "optimizer", "train_config", "history"}
 
 
 def nll_loss(log_assignment: torch.Tensor, gt0: torch.Tensor, gt1: torch.Tensor) -> torch.Tensor:
@@ -112,6 +114,16 @@ def save_checkpoint(path: Path, model: SuperGlue, optimizer: torch.optim.Optimiz
                    temporary)
 
 
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`; a model or weight file, a plain pickle or a file
+    cut short is a one-line error, not a KeyError later."""
+    blob = load_tensor_file(path, "checkpoint", "resume from the .ckpt.pt file superglue-ros train writes")
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT or not CHECKPOINT_KEYS <= set(blob):
+        raise ValueError(f"--resume {path}: not a checkpoint of superglue-ros train (a model or weight file? "
+                         f"resume from the .ckpt.pt file it writes beside the model)")
+    return blob
+
+
 def resumed_config(config: TrainConfig, checkpoint: dict[str, Any]) -> TrainConfig:
     """The checkpoint's run settings, with this invocation's steps, output, device and intervals."""
     stored = dict(checkpoint["train_config"])
@@ -172,7 +184,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
     device = torch.device(config.device)
-    checkpoint = torch.load(config.resume, map_location="cpu", weights_only=True) if config.resume else None
+    checkpoint = load_checkpoint(config.resume) if config.resume else None
     config = resumed_config(config, checkpoint) if checkpoint is not None else inherit_extractor(config)
     torch.manual_seed(config.seed)
     extractor = build_extractor(extractor_config(config.extractor, config.num_keypoints, config.contrast_threshold))
