@@ -25,6 +25,7 @@ from superglue_ros.bench.speed import load_frames
 from superglue_ros.cli.main import main
 from superglue_ros.files.headers import encoded_size
 from superglue_ros.files.images import ImageReadError, decode_image_bytes, read_image
+from superglue_ros.stream.image_codec import ImageDecodeError, decode_compressed
 from test_bad_input import FAST, TOPIC, one_line_error, wait_for
 from test_bagio import graffiti_frames, write_image_bag
 
@@ -278,10 +279,13 @@ def test_bench_makes_its_frames_on_demand():
     assert len(frames.recent) <= 8
 
 
-def test_a_float_image_without_finite_pixels_is_refused():
+def test_a_float_image_without_finite_pixels_is_refused_by_files_and_the_node_core():
     encoded = cv2.imencode(".pfm", np.full((8, 8, 3), np.nan, np.float32))[1]
     with pytest.raises(ImageReadError, match="no finite pixel") as refused:
         decode_image_bytes(encoded, "image x")
+    assert refused.value.reason == "no finite pixels"
+    with pytest.raises(ImageDecodeError, match="no finite pixels") as refused:  # the node core's frames
+        decode_compressed(encoded, "pfm", "/cam", max_pixels=1000)
     assert refused.value.reason == "no finite pixels"
 
 
@@ -347,3 +351,35 @@ def test_a_closed_or_full_stdout_ends_without_a_traceback(stdout):
     else:
         assert code == 2 and stderr.strip().splitlines() == [
             "superglue-ros: error: cannot write to standard output: No space left on device"]
+
+
+def minimal_document() -> dict:
+    """A valid metrics.json document of one pair, built from the schema's own classes."""
+    from superglue_ros.eval.schema import Document, Stats, Summary
+
+    stats = Stats(1, 0, 5.0, 5.0, 5.0, 5.0, 5.0)
+    summary = Summary(1, stats, stats, stats, stats, 1.0, {"edges": [], "counts": []}, {"total": stats})
+    return Document(False, "now", {"source": "x"}, {"name": "m"}, 1.0, summary, [{"index": 0}]).to_json()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(["pairs", "matches.count", "skipped_frames.total", "matches.median", "homography_valid_rate"]),
+       st.sampled_from([-5, "12", True, [1], {"a": 1}]))
+def test_eval_compare_refuses_documents_with_impossible_numbers(tmp_path_factory, field, value):
+    """A real metrics.json with one field replaced by a negative count, a string or another type: one line."""
+    from superglue_ros.eval.schema import SchemaError, load
+
+    document = minimal_document()
+    valid = tmp_path_factory.mktemp("doc") / "metrics.json"
+    valid.write_text(json.dumps(document))
+    assert load(valid).summary.pairs == 1  # the document itself is valid: only the replaced field is wrong
+    assume(not (field.endswith(("median", "rate")) and value == -5))  # a negative number is a valid median
+    target = document["summary"]
+    *parents, last = field.split(".")
+    for parent in parents:
+        target = target.setdefault(parent, {})
+    target[last] = value
+    path = tmp_path_factory.mktemp("doc") / "metrics.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(SchemaError, match="malformed eval output"):
+        load(path)

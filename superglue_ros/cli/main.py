@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from ..files.images import ImageReadError
 from ..files.inputs import InputFileError
-from ..files.outputs import OutputError, describe
+from ..files.outputs import OutputError, describe, shown
 from . import CommandError
 from .options import Parser
 
@@ -116,7 +116,7 @@ def run(argv: list[str] | None) -> int:
     try:
         return int(args.func(args) or 0)
     except (CommandError, OutputError, ImageReadError, InputFileError) as error:
-        print(f"superglue-ros {args.command}: error: {error}", file=sys.stderr)
+        print(f"superglue-ros {args.command}: error: {shown(str(error))}", file=sys.stderr)  # one line, always
         return 2
     except Terminated as ended:
         print(f"superglue-ros {args.command}: {'hung up' if ended.signum == signal.SIGHUP else 'terminated'}",

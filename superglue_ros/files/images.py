@@ -19,6 +19,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tif
 PIXEL_TYPES = (np.uint8, np.uint16, np.float32, np.float64)
 DEFAULT_MAX_PIXELS = 4096 * 4096  # the package's bound on a frame (max_image_pixels' default)
 MAX_BYTES_PER_PIXEL = 32  # four float64 channels: no image file of N pixels needs more, headers aside
+NO_FINITE_PIXELS = "no finite pixels"  # the reason such a frame is counted under
 HEADER_ALLOWANCE = 16 << 20  # metadata, thumbnails and colour profiles on top of the pixels
 
 
@@ -91,9 +92,15 @@ def decode_image_bytes(data: np.ndarray, source: str, max_pixels: int | None = N
     if image.dtype not in PIXEL_TYPES:
         raise ImageReadError(f"cannot read {source}: unsupported pixel type {image.dtype} "
                              f"(supported: 8- or 16-bit unsigned, or float)", "unsupported pixel type")
-    if image.dtype.kind == "f" and not np.isfinite(image).any():
-        raise ImageReadError(f"cannot read {source}: no finite pixel (all NaN or infinite)", "no finite pixels")
+    if no_finite_pixels(image):
+        raise ImageReadError(f"cannot read {source}: {NO_FINITE_PIXELS} (all NaN or infinite)", NO_FINITE_PIXELS)
     return image
+
+
+def no_finite_pixels(image: np.ndarray) -> bool:
+    """A float image with nothing but NaN and infinities: it would give keypoints of nothing, and become a
+    stream's reference frame."""
+    return image.dtype.kind == "f" and not np.isfinite(image).any()
 
 
 def quiet_decode(data: np.ndarray, flags: int) -> np.ndarray | None:
