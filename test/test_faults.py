@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import resource
 import signal
 import struct
@@ -383,3 +384,15 @@ def test_eval_compare_refuses_documents_with_impossible_numbers(tmp_path_factory
     path.write_text(json.dumps(document))
     with pytest.raises(SchemaError, match="malformed eval output"):
         load(path)
+
+
+def test_frame_counts_come_from_storage_when_the_metadata_has_none(tmp_path):
+    from superglue_ros.eval.bagio import open_bag
+
+    bag = write_image_bag(tmp_path / "bag", {TOPIC: graffiti_frames(3, (160, 120))})
+    metadata = bag / "metadata.yaml"
+    lying = re.sub(r"message_count: \d+", "message_count: 0", metadata.read_text())
+    assert lying != metadata.read_text()
+    metadata.write_text(lying)
+    with open_bag(bag) as opened:
+        assert opened.count(TOPIC) == 3

@@ -96,7 +96,10 @@ class Bag:
         return {name: kind for name, kind in self.topics().items() if kind in IMAGE_TYPES}
 
     def count(self, topic: str) -> int:
-        return int(self.reader.topics[topic].msgcount)
+        """Messages on ``topic``: the metadata's count, or, where it has none (a bag whose metadata.yaml
+        was rewritten or lost its counts), the messages in storage, counted without decoding them."""
+        listed = int(self.reader.topics[topic].msgcount)
+        return listed if listed > 1 else sum(1 for _ in self.raw_frames([topic]))
 
     def check_image_topic(self, topic: str) -> str:
         """The topic's message type; unknown or non-image topics list what the bag does have."""
