@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import re
@@ -396,3 +397,20 @@ def test_frame_counts_come_from_storage_when_the_metadata_has_none(tmp_path):
     metadata.write_text(lying)
     with open_bag(bag) as opened:
         assert opened.count(TOPIC) == 3
+
+
+def test_unusable_ground_truth_is_counted_by_reason(tmp_path, weight_files):
+    """A NaN pose is left out (its frames then have no pose in tolerance) and a camera that did not move
+    cannot score the pose: each pair is counted under its reason, none scored as a failure."""
+    from superglue_ros.eval.bagio import open_bag
+    from superglue_ros.eval.config import EvalConfig
+    from superglue_ros.eval.run import evaluate
+    from test_eval import fast_matcher, write_posed_bag
+
+    bag = write_posed_bag(tmp_path / "bag", graffiti_frames(4, (160, 120)), "pose", [0.0, math.nan, 0.1, 0.1])
+    with open_bag(bag) as opened:
+        outcome = evaluate(opened, EvalConfig(source=str(bag), topic=TOPIC, gt_topic="/gt"),
+                           fast_matcher(weight_files), tmp_path / "out", progress=False)
+    assert outcome.unscored == {"non-finite poses left out": 1, "no pose within --gt-tolerance": 2,
+                                "no translation between the poses": 1}
+    assert "no translation between the poses 1" in outcome.unscored_text()

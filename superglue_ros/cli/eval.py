@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
     except (BagError, EvalError) as error:
         raise CommandError(str(error)) from None
     print(summary_line(outcome.document))
+    if outcome.unscored_text():
+        print(f"superglue-ros eval: warning: {outcome.unscored_text()}", file=sys.stderr)
     outputs = [out_dir / "metrics.json", out_dir / "report.html"]
     if not (config.synthetic or config.pair_list):
         outputs.append(out_dir / "matches_bag")

@@ -63,6 +63,14 @@ class Outcome:
     samples: list[Sample] = field(default_factory=list)
     score_counts: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, dtype=np.int64))
     interrupted: KeyboardInterrupt | None = None
+    unscored: dict[str, int] = field(default_factory=dict)  # ground truth that could not score a pair, by reason
+
+    def unscored_text(self) -> str:
+        """One warning line about ground truth that scored nothing ("" when all of it was usable)."""
+        if not self.unscored:
+            return ""
+        return ("ground truth could not score every pair: "
+                + ", ".join(f"{reason} {count}" for reason, count in self.unscored.items()))
 
 
 class Run:
@@ -218,6 +226,9 @@ def evaluate(source: Bag | PairListSource, config: EvalConfig, matcher: Matcher,
             stop_reason = str(error)
         finally:
             stop_reason = stop_reason or run.close_bag()
+        if truth is not None:
+            run.outcome.unscored = {**({"non-finite poses left out": truth.track.nonfinite}
+                                       if truth.track.nonfinite else {}), **truth.unscored}
         if not run.records:
             if run.outcome.interrupted is not None:
                 raise run.outcome.interrupted
