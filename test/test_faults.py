@@ -414,3 +414,25 @@ def test_unusable_ground_truth_is_counted_by_reason(tmp_path, weight_files):
     assert outcome.unscored == {"non-finite poses left out": 1, "no pose within --gt-tolerance": 2,
                                 "no translation between the poses": 1}
     assert "no translation between the poses 1" in outcome.unscored_text()
+
+
+def test_nothing_blocks_on_a_fifo_where_a_file_is_expected(tmp_path, pictures):
+    """A FIFO as the pair list, as an image, or named report.html in --out: refused at once, in one line."""
+    a, b = pictures
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for path in (a, b):
+        (seq / path.name).write_bytes(path.read_bytes())
+    os.mkfifo(tmp_path / "pairs.txt")
+    os.mkfifo(tmp_path / "fifo.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "report.html")
+    commands = [["eval", str(tmp_path / "pairs.txt"), "--images", str(tmp_path)],
+                ["match", str(a), str(tmp_path / "fifo.png")],
+                ["eval", str(seq), "--out", str(out)]]
+    for command in commands:
+        result = subprocess.run([sys.executable, "-m", "superglue_ros", *command, "--weights", "sift_open"],
+                                cwd=REPO, capture_output=True, text=True, timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and "FIFO" in lines[0], result.stderr[-2000:]
