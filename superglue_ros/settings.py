@@ -62,7 +62,7 @@ class Setting:
             raise ValueError(f"{self.name} must be {self.accepted_text}, got {value!r}")
         if value in self.special:
             return value
-        if not math.isfinite(value) or (self.low is not None and value < self.low) or (
+        if (isinstance(value, float) and not math.isfinite(value)) or (self.low is not None and value < self.low) or (
                 self.high is not None and value > self.high):
             raise ValueError(f"{self.name} must be {self.accepted_text}, got {value!r}")
         return value

@@ -273,9 +273,11 @@ def wait_for(process: subprocess.Popen, pattern: bytes, timeout: float = 120) ->
     return seen
 
 
-def test_sigterm_mid_run_keeps_the_finished_pairs_and_cleans_up(tmp_path, weights_args):
-    """What launch systems, systemd and docker send: exit 143 with a partial report, no staging folder left;
-    a staging folder a killed run left behind is removed by the next run."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_mid_run_keeps_the_finished_pairs_and_cleans_up(tmp_path, weights_args, signum):
+    """What launch systems, systemd and docker send (SIGTERM), or a closed terminal (SIGHUP): exit 128 + the
+    signal with a partial report, no staging folder left; a staging folder a killed run left behind is removed
+    by the next run."""
     bag = write_image_bag(tmp_path / "bag", {TOPIC: graffiti_frames(400, (160, 120))})  # long enough to interrupt
     out = tmp_path / "out"
     out.mkdir()
@@ -284,9 +286,9 @@ def test_sigterm_mid_run_keeps_the_finished_pairs_and_cleans_up(tmp_path, weight
                                 str(out), *weights_args, "--max-keypoints", "64", "--sinkhorn-iterations", "10"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(process, rb" ([2-9]|[1-9]\d+)/399")
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 143, stderr.decode()[-2000:]
+    assert process.returncode == 128 + signum, stderr.decode()[-2000:]
     document = json.loads((out / "metrics.json").read_text())
     assert document["partial"] is True and 2 <= document["summary"]["pairs"] < 399
     assert not list(out.glob(".superglue-ros-staging-*"))

@@ -396,9 +396,10 @@ def test_eval_compare_gives_intervals_for_the_same_synthetic_pairs(
 
 
 def write_posed_bag(path: Path, frames: list[np.ndarray], pose_kind: str,
-                    k: np.ndarray = np.array([250.0, 0, 160, 0, 250, 120, 0, 0, 1])) -> Path:
-    """Images, a CameraInfo with intrinsics ``k`` and camera-to-world poses (PoseStamped or /tf) at the
-    image stamps."""
+                    k: np.ndarray = np.array([250.0, 0, 160, 0, 250, 120, 0, 0, 1]),
+                    xs: list[float] | None = None) -> Path:
+    """Images, a CameraInfo with intrinsics ``k`` and camera-to-world poses (PoseStamped or /tf) at the image
+    stamps; the camera moves along x, by 5 cm a frame unless ``xs`` says where each pose is."""
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -422,7 +423,7 @@ def write_posed_bag(path: Path, frames: list[np.ndarray], pose_kind: str,
                 "p": np.zeros(12), "binning_x": 0, "binning_y": 0,
                 "roi": {"x_offset": 0, "y_offset": 0, "height": 0, "width": 0, "do_rectify": False}})
             writer.write(info, stamp, typestore.serialize_cdr(camera, "sensor_msgs/msg/CameraInfo"))
-            position = {"x": 0.05 * i, "y": 0.0, "z": 0.0}
+            position = {"x": 0.05 * i if xs is None else xs[i], "y": 0.0, "z": 0.0}
             orientation = {"x": 0.0, "y": 0.0, "z": 0.0, "w": 1.0}
             if pose_kind == "pose":
                 fields = {"header": header, "pose": {"position": position, "orientation": orientation}}

@@ -387,7 +387,7 @@ def test_sift_models_refuse_superpoint_settings_and_report_their_own_values(monk
 
 
 @pytest.mark.parametrize("name, value, words", [
-    ("mode", "mono", "mode must be one of"), ("max_keypoints", -2, "-1 or an integer in [1, inf]"),
+    ("mode", "mono", "mode must be one of"), ("max_keypoints", -2, "-1 or an integer in [1, 268435456]"),
     ("reprojection_threshold", "3", "a number"), ("reprojection_threshold", float("nan"), "a number"),
     ("weights_dir", 3, "string"), ("nope", 1, "unknown"), ("cameras", ["front", "1x"], "not a valid ROS name"),
     ("cameras", ["a", "a"], "twice")])

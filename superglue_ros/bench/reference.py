@@ -158,13 +158,13 @@ def side_by_side(reference: Reference, matcher: Matcher, frames: Sequence[np.nda
     """
     result = SideBySide({stage: Timing() for stage in STAGES})
     synchronize = synchronizer(matcher.device)
-    images = [torch.from_numpy(frame.astype(np.float32) / 255.0).to(matcher.device) for frame in frames]
     our_superglue: SuperGlue = matcher.superglue
     our_superpoint: SuperPoint = matcher.extractor
     with torch.inference_mode():
         for repetition in range(warmup + repetitions + 1):
-            index = repetition % (len(images) - 1)
-            image0, image1 = images[index], images[index + 1]
+            index = repetition % (len(frames) - 1)  # frames are made on demand: convert only these two
+            image0, image1 = (torch.from_numpy(frames[i].astype(np.float32) / 255.0).to(matcher.device)
+                              for i in (index, index + 1))
             ref0, ref1 = reference.extract(image0[None, None]), reference.extract(image1[None, None])
             ours0, ours1 = our_superpoint.extract(image0), our_superpoint.extract(image1)
             padded0, padded1 = pad_features([ours0], matcher.device)[:4], pad_features([ours1], matcher.device)[:4]
@@ -183,7 +183,7 @@ def side_by_side(reference: Reference, matcher: Matcher, frames: Sequence[np.nda
                 "stream": (lambda: reference.match(image0[None, None], image1[None, None], ref0,
                                                    reference.extract(image1[None, None])),
                            lambda: matcher.match(frames[index], frames[index + 1], ("stream", index),
-                                                 ("stream", index + 1 + repetition * len(images)))),
+                                                 ("stream", index + 1 + repetition * len(frames)))),
             }
             matcher.match(frames[index], frames[index], ("stream", index), ("stream", index))  # cache frame 0
             if repetition == warmup + repetitions:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import CommandError
-from .options import add_matcher_options, build_matcher, positive_int
+from .options import MAX_THREADS, add_matcher_options, build_matcher, positive_int
 
 DETERMINISTIC = "official architecture, deterministic weights"
 
@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="timed pairs, repetitions or rounds (default: %(default)s)")
     parser.add_argument("--warmup", type=positive_int("--warmup", 0), default=2,
                         help="untimed pairs first (default: %(default)s)")
-    parser.add_argument("--threads", type=positive_int("--threads"), help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int("--threads", 1, MAX_THREADS),
+                        help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--agreement", action="store_true",
                         help="also run exact fp32 on the same pairs and report the share of identical matches")
     parser.add_argument("--reference", metavar="DIR",
@@ -81,10 +82,9 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.load import cpu_load
     from ..bench.speed import load_frames, machine_description
     from ..files.images import ImageReadError
-    from ..files.outputs import check_writable, write_bytes
+    from ..files.outputs import check_outputs, write_bytes
 
-    if args.json:
-        check_writable(args.json)
+    check_outputs([args.json], [args.images])
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     size = tuple(args.resize) if len(args.resize) == 2 else (args.resize[0], args.resize[0] * 3 // 4)
@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         label = f"{matcher.model_name} ({DETERMINISTIC})" if deterministic else matcher.model_name
         count = max(args.pairs + args.warmup, max(args.cameras or [1]) + 1) * 2 + 1
         try:
-            frames = load_frames(args.images, count, size)
+            frames = load_frames(args.images, count, size, max_pixels=args.max_image_pixels,
+                                 keep=max(args.cameras or [1]) + 7)
         except ImageReadError as error:
             raise CommandError(str(error)) from None
         config = {"device": machine_description(matcher.device), "precision": args.precision, "mode": args.mode,
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                   "frames": args.images or "generated", "torch": torch.__version__, "cpu_load": args.cpu_load}
         with cpu_load(args.cpu_load):
             report = measure(args, matcher, frames, config, deterministic)
-    if args.json:
+    if args.json is not None:
         write_bytes(args.json, json.dumps(report, indent=1).encode())
         print(f"wrote {args.json}")
     return 0

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from . import CommandError
-from .options import add_matcher_options, add_parameter_options, build_matcher, finite_float, positive_int
+from .options import (SEED, add_matcher_options, add_parameter_options, build_matcher, check_resize, finite_float,
+                      positive_int)
 
 PAIR_LIST_SUFFIXES = (".txt", ".pairs")
 
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="warp strength in [0, 2] (default: %(default)s)")
     synthetic.add_argument("--warps", type=positive_int("--warps"), default=1,
                            help="random warps per frame, each one pair (default: %(default)s)")
-    synthetic.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    synthetic.add_argument("--seed", type=SEED, default=0, help="random seed (default: %(default)s)")
     synthetic.add_argument("--no-photometric", action="store_true", help="no brightness/contrast/noise changes")
     pose = parser.add_argument_group("ground-truth poses")
     pose.add_argument("--images", metavar="DIR", help="pair list: the folder its image names are relative to")
@@ -102,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.config import EvalError
     from ..eval.pairlist import PairListSource
     from ..eval.run import evaluate
+    from ..files.outputs import check_outputs
 
+    check_outputs([], [args.source, args.images], folder=args.out)
+    check_resize(args.resize, args.max_image_pixels, is_pair_list(args))
     out_dir = Path(args.out)
     try:
         config = eval_config(args, is_image_folder(args.source))
@@ -125,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
     except (BagError, EvalError) as error:
         raise CommandError(str(error)) from None
     print(summary_line(outcome.document))
+    if outcome.unscored_text():
+        print(f"superglue-ros eval: warning: {outcome.unscored_text()}", file=sys.stderr)
     outputs = [out_dir / "metrics.json", out_dir / "report.html"]
     if not (config.synthetic or config.pair_list):
         outputs.append(out_dir / "matches_bag")

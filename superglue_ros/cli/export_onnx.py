@@ -26,12 +26,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference.backends.onnx_export import export_models
+    from pathlib import Path
+
+    from ..files.outputs import check_outputs
+    from ..inference.backends.onnx_export import SUPERGLUE_FILE, SUPERPOINT_FILE, export_models
     from ..inference.loading import load_models
     from ..inference.weights import WeightsError
     from ..models.superpoint import SuperPoint
 
     kwargs = matcher_kwargs(args)
+    check_outputs([Path(args.out) / SUPERPOINT_FILE, Path(args.out) / SUPERGLUE_FILE],
+                  [kwargs["superpoint_weights"], kwargs["superglue_weights"], args.weights], folder=args.out)
     try:
         models = load_models(args.weights, kwargs["weights_dir"], kwargs["superpoint_weights"],
                              kwargs["superglue_weights"], kwargs["extractor"], kwargs["superglue"])

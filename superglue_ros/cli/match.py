@@ -26,13 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..files.outputs import check_writable
+    from ..files.outputs import check_outputs
     from ..files.images import read_image
 
-    if args.viz and Path(args.viz).suffix.lower() not in VIZ_SUFFIXES:
+    if args.viz is not None and Path(args.viz).suffix.lower() not in VIZ_SUFFIXES:
         raise CommandError(f"--viz {args.viz}: use a picture file name ({', '.join(VIZ_SUFFIXES)})")
-    for target in filter(None, (args.viz, args.json)):
-        check_writable(target)
+    check_outputs((args.viz, args.json), (args.image0, args.image1))
     images = [read_image(path, args.max_image_pixels) for path in (args.image0, args.image1)]
     matcher = build_matcher(args)
     try:
@@ -43,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
     timings = ", ".join(f"{stage} {seconds:.3f} s" for stage, seconds in pair.timings.items())
     print(f"image0: {len(pair.features0)} keypoints, image1: {len(pair.features1)} keypoints, "
           f"{len(confidences)} matches ({timings})")
-    if args.viz:
+    if args.viz is not None:
         write_viz(args.viz, images, points0, points1, confidences, matcher.model_name)
         print(f"wrote {args.viz}")
-    if args.json:
+    if args.json is not None:
         from ..files.outputs import write_bytes
 
         write_bytes(args.json, json.dumps(result_json(pair, matcher), indent=1).encode())
@@ -56,16 +55,11 @@ def run(args: argparse.Namespace) -> int:
 
 def write_viz(path: str, images: list[np.ndarray], points0: np.ndarray, points1: np.ndarray,
               confidences: np.ndarray, label: str) -> None:
-    import cv2
-
-    from ..files.outputs import write_bytes
+    from ..files.images import write_image
     from ..viz import draw_matches
 
     canvas = draw_matches(images[0], images[1], points0, points1, confidences, f"{label}: {len(confidences)} matches")
-    ok, encoded = cv2.imencode(Path(path).suffix.lower(), canvas)
-    if not ok:
-        raise CommandError(f"cannot encode {path}: use a .png or .jpg file name")
-    write_bytes(path, encoded.tobytes())
+    write_image(path, canvas)
 
 
 def image_size(height_width: tuple[int, int]) -> dict[str, int]:

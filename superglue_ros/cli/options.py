@@ -16,6 +16,7 @@ from ..parameters import CLI, DEFAULTS, Parameter, default_text, in_scope, match
 from . import CommandError
 
 MODEL_TARGETS = ("matcher", "extractor", "superglue")
+MAX_THREADS = 1024  # far above any machine's cores; a larger count makes OpenMP allocate without end
 
 
 class Parser(argparse.ArgumentParser):
@@ -52,6 +53,9 @@ def finite_float(name: str, low: float | None = None, high: float | None = None)
     return checked(Setting(name, float, None, "", low, high).parse)
 
 
+SEED = positive_int("--seed", 0, (1 << 32) - 1)  # what numpy and torch both take as a seed
+
+
 def add_parameter_options(parser: argparse.ArgumentParser, targets: tuple[str, ...],
                           title: str) -> argparse._ArgumentGroup:
     """The table's command-line options for the given targets, as one group."""
@@ -61,6 +65,16 @@ def add_parameter_options(parser: argparse.ArgumentParser, targets: tuple[str, .
             group.add_argument(*parameter.cli_flags, dest=parameter.name, type=checked(parameter.parse),
                                default=parameter.default, metavar=metavar(parameter), help=help_text(parameter))
     return group
+
+
+def add_pixel_bound(parser: argparse.ArgumentParser, what: str) -> None:
+    """--max-image-pixels for commands that read images without a matcher (training images, textures):
+    the matcher's setting, with its range and default."""
+    from ..inference.preprocess import MAX_IMAGE_PIXELS
+
+    parser.add_argument("--max-image-pixels", type=checked(MAX_IMAGE_PIXELS.parse), default=MAX_IMAGE_PIXELS.default,
+                        metavar="N", help=f"{what} with more pixels are refused before they are decoded "
+                                          f"({MAX_IMAGE_PIXELS.range_text}; default: %(default)s)")
 
 
 def add_matcher_options(parser: argparse.ArgumentParser) -> None:
@@ -86,17 +100,36 @@ def help_text(parameter: Parameter) -> str:
 
 def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Matcher keyword arguments from the parsed options."""
-    if args.resize is not None and len(args.resize) not in (1, 2):
-        raise CommandError("--resize takes W H or a single number (the longer side)")
-    if args.resize is not None and not all(8 <= side <= 16384 for side in args.resize) and \
-            getattr(args, "images", None) is None:
-        raise CommandError(f"--resize sides must be between 8 and 16384 pixels, got {' '.join(map(str, args.resize))}")
+    pair_list = getattr(args, "command", None) == "eval" and getattr(args, "images", None) is not None
+    check_resize(args.resize, getattr(args, "max_image_pixels", None), pair_list)
     values = {**DEFAULTS, **{name: getattr(args, name) for name in DEFAULTS if hasattr(args, name)}}
     kwargs = matcher_arguments(values)
-    if getattr(args, "images", None) is None:  # a pair list's --resize is the source's, not the matcher's
+    if not pair_list:  # a pair list's --resize is the source's, not the matcher's
         kwargs["resize"] = None if args.resize is None else args.resize[0] if len(
             args.resize) == 1 else tuple(args.resize)
     return kwargs
+
+
+def check_resize(resize: list[int] | None, max_pixels: int | None, pair_list: bool = False) -> None:
+    """The one check of --resize for every command: W H or the longer side, each within the network's
+    range (a pair list may also keep the size with -1, as the reference does), and no larger an image
+    than max_image_pixels allows (one number: its square, whatever the aspect)."""
+    from ..inference.preprocess import RESIZE_WIDTH
+
+    if resize is None:
+        return
+    text = " ".join(map(str, resize))
+    if len(resize) not in (1, 2):
+        raise CommandError(f"--resize takes W H or a single number (the longer side), got {text}")
+    keeps = pair_list and (resize == [-1] or (len(resize) == 2 and resize[1] == -1))
+    sides = resize[:-1] if keeps else resize
+    if not all(RESIZE_WIDTH.low <= side <= RESIZE_WIDTH.high for side in sides):
+        raise CommandError(f"--resize sides must be between {RESIZE_WIDTH.low} and {RESIZE_WIDTH.high} pixels"
+                           f"{' (or -1 to keep the size)' if pair_list else ''}, got {text}")
+    pixels = sides[0] * sides[-1] if sides else 0
+    if max_pixels is not None and pixels > max_pixels:
+        raise CommandError(f"--resize {text} makes images of up to {pixels} pixels, above --max-image-pixels "
+                           f"({max_pixels})")
 
 
 def build_matcher(args: argparse.Namespace, **overrides: Any):

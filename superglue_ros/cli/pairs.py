@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from . import CommandError
-from .options import positive_int
+from .options import SEED, add_pixel_bound, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,13 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scenes = kinds.add_parser("scenes", help="render 3D scene pairs with depth maps")
     scenes.add_argument("--out", required=True, metavar="DIR", help="folder for the images, depth maps and pairs.txt")
     scenes.add_argument("--count", type=positive_int("--count"), default=100, help="pairs (default: %(default)s)")
-    scenes.add_argument("--seed", type=int, default=0,
+    scenes.add_argument("--seed", type=SEED, default=0,
                         help="stream of pairs: use different seeds for training and validation (default: 0)")
     scenes.add_argument("--textures", metavar="DIR", help="folder of photographs to texture the scenes with "
                                                           "(default: procedural textures)")
     scenes.add_argument("--size", type=positive_int("--size", 64, 4096), nargs=2, metavar=("W", "H"),
                         default=(640, 480), help="image size (default: 640 480)")
     scenes.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_pixel_bound(scenes, "texture photographs")
     real = kinds.add_parser("real", help="real stereo pairs with known poses (opencv-doc, scikit-image)")
     real.add_argument("--out", required=True, metavar="DIR", help="folder for the images and pairs.txt")
     demo = kinds.add_parser("demo", help="two sample images of a generated scene under a known homography")
@@ -48,12 +49,11 @@ def write_demo(args: argparse.Namespace) -> int:
     import cv2
 
     from ..data.homographies import demo_pair
-    from ..files.outputs import check_writable, write_bytes
+    from ..files.outputs import check_outputs, write_bytes
 
     out = Path(args.out)
     paths = [out / "image0.png", out / "image1.png"]
-    for path in paths:
-        check_writable(path)
+    check_outputs([*paths, out / "homography.txt"], [], folder=out)
     image0, image1, h = demo_pair(args.seed, tuple(args.size))
     for path, image in zip(paths, (image0, image1)):
         write_bytes(path, cv2.imencode(".png", image)[1].tobytes())
@@ -67,11 +67,11 @@ def write_demo(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..files.outputs import check_writable
+    from ..files.outputs import check_outputs
 
     if args.kind == "demo":
         return write_demo(args)
-    check_writable(Path(args.out) / "pairs.txt")
+    check_outputs([Path(args.out) / "pairs.txt"], [getattr(args, "textures", None)], folder=args.out)
     if args.kind == "real":
         from ..data.real_pairs import write_real_pairs
 
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     textures = None
     if args.textures:  # as 8-bit colour, whatever the files hold (alpha, 16 bits, gray)
-        textures = [read_image(path, flags=cv2.IMREAD_COLOR) for path in image_files(args.textures)]
+        textures = [read_image(path, args.max_image_pixels, cv2.IMREAD_COLOR) for path in image_files(args.textures)]
     pairs = tqdm(generate(args.seed, args.count, tuple(args.size), textures), total=args.count, unit="pair",
                  desc="render", disable=args.no_progress)
     path = write_pair_list(args.out, pairs, [f"{args.seed}_{i:05d}" for i in range(args.count)])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..data.homographies import MAX_STRENGTH
 from . import CommandError
-from .options import finite_float, positive_int
+from .options import MAX_THREADS, SEED, add_pixel_bound, finite_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         metavar="R",
                         help="with --min-keypoints, image 1 keeps image 0's count times a random factor in "
                              "[1/R, R] (default: %(default)s, the same count)")
-    parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    parser.add_argument("--seed", type=SEED, default=0, help="default: %(default)s")
     parser.add_argument("--out", default="model.pt",
                         help="final model file; checkpoints go to OUT's stem + .ckpt.pt (default: %(default)s)")
     parser.add_argument("--resume", metavar="CKPT",
@@ -70,19 +70,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="default: %(default)s")
     parser.add_argument("--val-every", type=positive_int("--val-every"), default=100, help="default: %(default)s")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
-    parser.add_argument("--threads", type=positive_int("--threads", 0), default=0,
+    parser.add_argument("--threads", type=positive_int("--threads", 0, MAX_THREADS), default=0,
                         help="CPU threads for torch and OpenCV (0: their defaults)")
     parser.add_argument("--workers", type=positive_int("--workers", 0), default=0,
                         help="processes that extract features for the next steps while the model trains; the "
                              "weights do not depend on it (default: %(default)s, extract in the training process)")
+    add_pixel_bound(parser, "training and scene images")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..files.outputs import check_outputs, refuse_inputs
     from ..train.config import TrainConfig
-    from ..train.loop import train
+    from ..train.loop import checkpoint_path, train
     from ..inference.weights import WeightsError
 
     for name in ("steps", "batch", "layers", "keypoints", "checkpoint_every", "val_every"):
@@ -112,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--scenes {args.scenes}: no pairs.txt (make one with superglue-ros pairs scenes)")
     if args.resume and not Path(args.resume).is_file():
         raise CommandError(f"--resume {args.resume}: no such file")
+    # the checkpoint may replace the --resume file (that is how a run goes on), nothing else an input
+    check_outputs([args.out, checkpoint_path(args.out) if args.out else None],
+                  [args.images, args.scenes, args.init])
+    refuse_inputs([Path(args.out)], [args.resume] if args.resume else [])
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CommandError(f"--device {args.device}: CUDA is not available")
     if args.threads:
@@ -126,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                          keypoint_imbalance=args.keypoint_imbalance, layers=args.layers, init=args.init,
                          crop=tuple(args.crop), workers=args.workers, scale_orientation=args.scale_orientation,
                          contrast_threshold=args.contrast_threshold, max_strength=args.max_strength,
-                         scenes=args.scenes, scene_share=args.scene_share)
+                         scenes=args.scenes, scene_share=args.scene_share, max_image_pixels=args.max_image_pixels)
     try:
         meta = train(config)
     except (FileNotFoundError, ValueError, WeightsError) as error:  # ImageReadError is a ValueError

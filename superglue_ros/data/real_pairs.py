@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..files.images import ImageReadError, read_image
+from ..files.images import ImageReadError, read_image, write_image
+from ..files.outputs import write_bytes
 from .pair_list import format_line
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
@@ -108,7 +109,6 @@ SOURCES: dict[str, Callable[[], Iterator[RealPair]]] = {
 def write_real_pairs(out_dir: str | Path) -> tuple[Path, list[str]]:
     """Images and ``pairs.txt`` of every source that is installed; returns the list and the sources missing."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     lines, missing = [], []
     for label, source in SOURCES.items():
         try:
@@ -119,8 +119,8 @@ def write_real_pairs(out_dir: str | Path) -> tuple[Path, list[str]]:
         for pair in pairs:
             names = f"{pair.name}_0.png", f"{pair.name}_1.png"
             for name, image in zip(names, (pair.image0, pair.image1)):
-                cv2.imwrite(str(out / name), image)
+                write_image(out / name, image)
             lines.append(format_line(*names, pair.k0, pair.k1, pair.t_0to1))
     path = out / "pairs.txt"
-    path.write_text("".join(line + "\n" for line in lines))
+    write_bytes(path, "".join(line + "\n" for line in lines).encode())
     return path, missing

@@ -39,6 +39,7 @@ x1 = R x0 + t. World axes: x right, y forward, z up; cameras are OpenCV
 """
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..files.images import write_image
+from ..files.outputs import write_bytes
 from .depth_truth import covisibility
 from .pair_list import format_line
 from .render import photometric_change, render_depth, shade
@@ -224,16 +227,15 @@ def write_pair_list(out_dir: str, pairs: Iterable[Pair], names: Iterable[str], l
     Depth goes to .npy rather than 16-bit millimetre PNG because backdrop
     depths (up to ~100 m) overflow 65535 mm and inf must survive.
     """
-    os.makedirs(out_dir, exist_ok=True)
     lines = []
     for pair, name in zip(pairs, names, strict=True):
         n0, n1 = f"{name}_0.png", f"{name}_1.png"
         for img_name, image, depth in ((n0, pair.image0, pair.depth0), (n1, pair.image1, pair.depth1)):
-            if not cv2.imwrite(os.path.join(out_dir, img_name), image):
-                raise OSError(f"could not write {img_name}")
-            np.save(depth_path(os.path.join(out_dir, img_name)), depth.astype(np.float32))
+            write_image(os.path.join(out_dir, img_name), image)
+            stored = io.BytesIO()
+            np.save(stored, depth.astype(np.float32))
+            write_bytes(depth_path(os.path.join(out_dir, img_name)), stored.getvalue())
         lines.append(format_line(n0, n1, pair.K0, pair.K1, pair.T_0to1))
     path = os.path.join(out_dir, list_name)
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + ("\n" if lines else ""))
+    write_bytes(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
     return path

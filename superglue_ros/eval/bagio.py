@@ -23,6 +23,7 @@ import numpy as np
 from ..stream.image_codec import COMPRESSED_IMAGE, RAW_IMAGE, ImageDecodeError, decode_image
 from ..stream.messages import Stamp, msg_definitions
 from ..files.images import IMAGE_SUFFIXES, ImageReadError, image_files, read_image
+from ..files.outputs import OutputError
 
 IMAGE_TYPES = (RAW_IMAGE, COMPRESSED_IMAGE)
 STORAGES = ("sqlite3", "mcap")
@@ -97,7 +98,10 @@ class Bag:
         return {name: kind for name, kind in self.topics().items() if kind in IMAGE_TYPES}
 
     def count(self, topic: str) -> int:
-        return int(self.reader.topics[topic].msgcount)
+        """Messages on ``topic``: the metadata's count, or, where it has none (a bag whose metadata.yaml
+        was rewritten or lost its counts), the messages in storage, counted without decoding them."""
+        listed = int(self.reader.topics[topic].msgcount)
+        return listed if listed > 1 else sum(1 for _ in self.raw_frames([topic]))
 
     def check_image_topic(self, topic: str) -> str:
         """The topic's message type; unknown or non-image topics list what the bag does have."""
@@ -289,16 +293,28 @@ class OutputBag:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
         self.typestore = typestore_with_package_messages()
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        self.writer = Writer(Path(path), version=8, storage_plugin=plugin)
-        self.writer.open()
+        self.path = Path(path)
+        self.writer = Writer(self.path, version=8, storage_plugin=plugin)
         self.connections: dict[str, Any] = {}
+        with self.failures():
+            self.writer.open()
+
+    @contextmanager
+    def failures(self) -> Iterator[None]:
+        """A full disk, a quota or a read-only folder as one line ("database or disk is full" from sqlite)."""
+        try:
+            yield
+        except (OSError, sqlite3.Error) as error:
+            raise OutputError(f"cannot write {self.path.name}: {error}") from None
 
     def write(self, topic: str, msgtype: str, fields: dict[str, Any], timestamp: int) -> None:
         """Serialise ``fields`` as ``msgtype`` on ``topic`` at ``timestamp`` (ns)."""
-        if topic not in self.connections:
-            self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=self.typestore)
         message = build_message(self.typestore, msgtype, fields)
-        self.writer.write(self.connections[topic], timestamp, self.typestore.serialize_cdr(message, msgtype))
+        with self.failures():
+            if topic not in self.connections:
+                self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=self.typestore)
+            self.writer.write(self.connections[topic], timestamp, self.typestore.serialize_cdr(message, msgtype))
 
     def close(self) -> None:
-        self.writer.close()
+        with self.failures():
+            self.writer.close()

@@ -7,7 +7,8 @@ used (direct transforms only, no tree lookup).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ class PoseTrack:
     times: np.ndarray
     rotations: np.ndarray
     translations: np.ndarray
+    nonfinite: int = 0  # poses left out because they held NaN or infinity
 
     def at(self, stamp_ns: int, tolerance_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
         """The pose nearest to ``stamp_ns`` if within tolerance."""
@@ -67,12 +69,16 @@ def load_pose_track(bag: Bag, topic: str, frame_id: str) -> PoseTrack:
     if not entries:
         raise EvalError(f"--gt-topic {topic} has no poses for camera frame {frame_id!r}")
     entries.sort(key=lambda entry: entry[0])
+    finite = [(stamp, q, p) for stamp, q, p in entries if np.isfinite([q.x, q.y, q.z, q.w, p.x, p.y, p.z]).all()]
+    if not finite:
+        raise EvalError(f"--gt-topic {topic}: none of its {len(entries)} poses is finite (NaN or infinity)")
+    entries, nonfinite = finite, len(entries) - len(finite)
     try:
         rotations = np.stack([quaternion_to_rotation(q.x, q.y, q.z, q.w) for _, q, _ in entries])
     except ValueError as error:
         raise EvalError(f"--gt-topic {topic}: {error}") from None
     translations = np.array([[p.x, p.y, p.z] for _, _, p in entries], dtype=np.float64)
-    return PoseTrack(np.array([e[0] for e in entries], dtype=np.int64), rotations, translations)
+    return PoseTrack(np.array([e[0] for e in entries], dtype=np.int64), rotations, translations, nonfinite)
 
 
 def load_intrinsics(bag: Bag, config: EvalConfig) -> np.ndarray:
@@ -102,13 +108,19 @@ class BagGroundTruth:
     k: np.ndarray
     track: PoseTrack
     tolerance_ns: int
+    unscored: Counter = field(default_factory=Counter)  # pairs without a usable pose, by reason
 
     def relative(self, stamp0_ns: int, stamp1_ns: int) -> np.ndarray | None:
-        """T_0to1 (4x4) between the poses nearest to the two stamps, or None when one is missing."""
+        """T_0to1 (4x4) between the poses nearest to the two stamps, or None, counted by reason, when one is
+        missing or the camera did not move (the pose error needs a translation direction)."""
         pose0, pose1 = self.track.at(stamp0_ns, self.tolerance_ns), self.track.at(stamp1_ns, self.tolerance_ns)
         if pose0 is None or pose1 is None:
+            self.unscored["no pose within --gt-tolerance"] += 1
             return None
         rotation, translation = relative_pose(pose0[0], pose0[1], pose1[0], pose1[1])
+        if not np.linalg.norm(translation) > 1e-9:
+            self.unscored["no translation between the poses"] += 1
+            return None
         t_0to1 = np.eye(4)
         t_0to1[:3, :3], t_0to1[:3, 3] = rotation, translation
         return t_0to1

@@ -18,6 +18,7 @@ import numpy as np
 from ..data.pair_list import PairEntry, PoseTruth, parse_line
 from ..geometry.pose import rotate_intrinsics, rotate_relative_pose, scale_intrinsics
 from ..files.images import ImageReadError, read_image
+from ..files.inputs import InputFileError, read_text
 from .bagio import BagError, FrameError
 
 
@@ -46,9 +47,9 @@ class PairListSource:
         if not self.images.is_dir():
             raise BagError(f"--images {self.images}: not a folder")
         try:
-            lines = self.path.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            raise BagError(f"cannot read pair list {self.path}: {error}") from None
+            lines = read_text(self.path, what="pair list").splitlines()
+        except InputFileError as error:
+            raise BagError(str(error)) from None
         try:
             self.entries = [parse_line(line, number) for number, line in enumerate(lines, 1)
                             if line.strip() and not line.lstrip().startswith("#")]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import metrics
+from ..files.outputs import write_bytes
 from .schema import METHODS, Document, PoseSummary, Stats, SyntheticSummary
 
 REPORT_MARKER = "<title>superglue-ros eval</title>"  # how a later run recognises a report it may replace
@@ -264,4 +265,4 @@ def _pose_record(record: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def write_report(path: Path, outcome: Any) -> None:
-    path.write_text(render(outcome), encoding="utf-8")
+    write_bytes(path, render(outcome).encode("utf-8"))

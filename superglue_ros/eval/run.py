@@ -10,12 +10,11 @@ cannot be read past some message ends the run the same way, with the reason.
 """
 from __future__ import annotations
 
-import signal
+import shutil
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +24,9 @@ import numpy as np
 
 from ..inference.matcher import Matcher, PairRequest
 from ..inference.pipeline import PairOutcome, match_pair
-from ..files.outputs import StagedFolder, refuse_inputs, write_json
+from ..files.inputs import InputFileError, read_bounded, regular_file
+from ..files.outputs import (OutputError, StagedFolder, check_replaceable_item, refuse_inputs, signals_deferred,
+                             write_json)
 from ..stream.messages import homography_fields, matches_fields
 from .. import metrics
 from .bagio import Bag, BagError, OutputBag
@@ -63,6 +64,14 @@ class Outcome:
     samples: list[Sample] = field(default_factory=list)
     score_counts: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, dtype=np.int64))
     interrupted: KeyboardInterrupt | None = None
+    unscored: dict[str, int] = field(default_factory=dict)  # ground truth that could not score a pair, by reason
+
+    def unscored_text(self) -> str:
+        """One warning line about ground truth that scored nothing ("" when all of it was usable)."""
+        if not self.unscored:
+            return ""
+        return ("ground truth could not score every pair: "
+                + ", ".join(f"{reason} {count}" for reason, count in self.unscored.items()))
 
 
 class Run:
@@ -89,7 +98,13 @@ class Run:
             return None
         record = self.record(pair, outcome)
         if self.bag is not None:
-            self._write_messages(pair, outcome)
+            try:
+                self._write_messages(pair, outcome)
+            except OutputError:  # disk full, quota, read-only: end the run, keep the pairs before it
+                with suppress(OutputError):
+                    self.bag.close()
+                self.drop_bag()
+                raise
         points0, points1, confidences = outcome.pair.matched_points()
         if record["index"] in self.sample_at:
             self.outcome.samples.append(Sample(pair.frame0.image, pair.frame1.image, points0, points1, confidences,
@@ -138,9 +153,22 @@ class Run:
         self.bag.write(self.config.homography_topic, "superglue_ros/msg/Homography",
                        homography_fields(outcome.homography, current, reference), pair.frame1.log_time)
 
-    def close_bag(self) -> None:
-        if self.bag is not None:
+    def close_bag(self) -> str:
+        """Finish the output bag; why it could not be written ("" when it was), in which case it is left out."""
+        if self.bag is None:
+            return ""
+        try:
             self.bag.close()
+        except OutputError as error:
+            self.drop_bag()
+            return str(error)
+        return ""
+
+    def drop_bag(self) -> None:
+        """Leave the bag out of the outputs: what it holds is incomplete (metrics.json still has every pair)."""
+        if self.bag is not None:
+            path, self.bag = self.bag.path, None
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def output_items(config: EvalConfig) -> dict[str, str]:
@@ -195,10 +223,13 @@ def evaluate(source: Bag | PairListSource, config: EvalConfig, matcher: Matcher,
                             on_pair(record)
         except KeyboardInterrupt as interrupt:
             run.outcome.interrupted = interrupt
-        except BagError as error:  # the bag could not be read further: report what was done
+        except (BagError, OutputError) as error:  # the bag could not be read or written further: report what was done
             stop_reason = str(error)
         finally:
-            run.close_bag()
+            stop_reason = stop_reason or run.close_bag()
+        if truth is not None:
+            run.outcome.unscored = {**({"non-finite poses left out": truth.track.nonfinite}
+                                       if truth.track.nonfinite else {}), **truth.unscored}
         if not run.records:
             if run.outcome.interrupted is not None:
                 raise run.outcome.interrupted
@@ -207,8 +238,12 @@ def evaluate(source: Bag | PairListSource, config: EvalConfig, matcher: Matcher,
             with signals_deferred():
                 run.outcome.document = build_document(config, matcher, run, time.perf_counter() - started,
                                                       expected, stop_reason)
-                write_report(staging / REPORT_FILE, run.outcome)
                 write_json(staging / METRICS_FILE, run.outcome.document.to_json())
+                try:  # the report is drawn from metrics.json: without room for it, metrics.json is still kept
+                    write_report(staging / REPORT_FILE, run.outcome)
+                except OutputError as error:  # named by where it was going, not by the staging folder
+                    problem = str(error).replace(str(staging.path), str(out_dir))
+                    stop_reason = "; ".join(filter(None, (stop_reason, problem)))
                 staging.publish(last=METRICS_FILE)
             if replaced and not stop_reason:  # else the error line says where the partial outputs went
                 print(f"superglue-ros eval: replaced an earlier run's {', '.join(replaced)} in {out_dir}",
@@ -225,9 +260,12 @@ def evaluate(source: Bag | PairListSource, config: EvalConfig, matcher: Matcher,
 def check_replaceable(out_dir: Path) -> list[str]:
     """The outputs of an earlier run that this one replaces; a file of the same name that this tool did not
     write may not be replaced."""
-    existing = {name: out_dir / name for name in (METRICS_FILE, REPORT_FILE, OUTPUT_BAG) if (out_dir / name).exists()}
+    kinds = {METRICS_FILE: "file", REPORT_FILE: "file", OUTPUT_BAG: "folder"}
+    for name, kind in kinds.items():  # links, FIFOs, devices: refused before anything opens them
+        check_replaceable_item(out_dir / name, kind)
+    existing = {name: out_dir / name for name in kinds if (out_dir / name).exists()}
     for name, path in existing.items():
-        if path.is_dir() != (name == OUTPUT_BAG) or not written_by_eval(name, path):
+        if not written_by_eval(name, path):
             raise EvalError(f"{path} exists and is not an output of superglue-ros eval; move it or choose "
                             f"another --out")
     return list(existing)
@@ -242,13 +280,13 @@ def written_by_eval(name: str, path: Path) -> bool:
         except SchemaError:
             return False
         return True
-    if name == REPORT_FILE:
-        with path.open("rb") as report:
-            return REPORT_MARKER.encode() in report.read(4096)
-    metadata = path / "metadata.yaml"
-    if not metadata.is_file():
+    try:  # regular files only (a FIFO would block), read up to a bound
+        if name == REPORT_FILE:
+            with regular_file(path, "report").open("rb") as report:
+                return REPORT_MARKER.encode() in report.read(4096)
+        text = read_bounded(path / "metadata.yaml", what="bag metadata").decode(errors="replace")
+    except (InputFileError, OSError):
         return False
-    text = metadata.read_text(errors="replace")
     topics = {line.split(":", 1)[1].strip() for line in text.splitlines() if line.strip().startswith("name:")}
     return bool(topics) and topics <= {EvalConfig.matches_topic, EvalConfig.homography_topic}
 
@@ -259,25 +297,6 @@ def no_pairs_reason(config: EvalConfig, tally: FrameTally) -> str:
                 f"the first: {tally.examples[0]})")
     return (f"no pairs to evaluate: no {config.topic} frame had a partner (stereo pairs need header stamps "
             f"within --sync-tolerance {config.slop} s)")
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait while the outputs are written, then act as they would have: a second
-    Ctrl-C no longer loses the partial report. (Python handles signals in the main thread only.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    previous = {number: signal.signal(number, lambda received, frame: pending.append(received))
-                for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        if pending:
-            signal.raise_signal(pending[0])
 
 
 def build_document(config: EvalConfig, matcher: Matcher, run: Run, wall_s: float, expected: int,

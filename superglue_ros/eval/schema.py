@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files.inputs import InputFileError, read_text
+
 SCHEMA_VERSION = 3
 SUPPORTED_VERSIONS = (1, 2, 3)
+METRICS_LIMIT = 1 << 30  # about a million pairs; a larger file is not an eval output
 STAGE_RENAMES = {1: {"superpoint": "extract", "superglue": "match"}, 2: {"features": "extract", "superglue": "match"}}
 METHODS = ("superglue", "mnn", "mnn_ratio")
 SYNTHETIC_EXTRAS = ("gain", "gain_vs_ratio_test", "precision_at_equal_recall")
@@ -27,9 +30,25 @@ class SchemaError(ValueError):
     """A file that is not a (readable) eval output; one line for the user."""
 
 
-def number(value: Any) -> float:
-    """A JSON number, null (a non-finite value written by eval) as NaN."""
-    return math.nan if value is None else float(value)
+def number(value: Any, name: str = "a value") -> float:
+    """A JSON number, null (a non-finite value written by eval) as NaN; a string or anything else is an
+    error, not a number read from text."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r:.40}")
+    return float(value)
+
+
+def optional_number(value: Any, name: str) -> float | None:
+    return None if value is None else number(value, name)
+
+
+def count(value: Any, name: str) -> int:
+    """A JSON count: a whole number, zero or more."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a count (a whole number, 0 or more), got {value!r:.40}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -46,7 +65,8 @@ class Stats:
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> "Stats":
-        return Stats(**{key: data.get(key) for key in Stats.__dataclass_fields__})
+        return Stats(**{key: count(data.get(key, 0), key) if key in ("count", "nonfinite")
+                        else optional_number(data.get(key), key) for key in Stats.__dataclass_fields__})
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -111,8 +131,9 @@ class PoseScores:
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> "PoseScores":
-        optional = {key: None if data.get(key) is None else float(data[key]) for key in ("precision", "matching_score")}
-        return PoseScores(int(data.get("scored_pairs", 0)), {k: number(v) for k, v in data.get("auc", {}).items()},
+        optional = {key: optional_number(data.get(key), key) for key in ("precision", "matching_score")}
+        return PoseScores(count(data.get("scored_pairs", 0), "scored_pairs"),
+                          {k: number(v, f"auc.{k}") for k, v in data.get("auc", {}).items()},
                           optional["precision"], optional["matching_score"],
                           Stats.from_json(data.get("rotation_error_deg", {})),
                           Stats.from_json(data.get("translation_error_deg", {})),
@@ -158,7 +179,10 @@ class SkippedFrames:
     @staticmethod
     def from_json(data: dict[str, Any] | None) -> "SkippedFrames":
         data = data or {}
-        return SkippedFrames(int(data.get("total", 0)), dict(data.get("by_reason", {})), list(data.get("examples", [])))
+        by_reason = {str(reason): count(value, f"skipped_frames.by_reason.{reason}")
+                     for reason, value in dict(data.get("by_reason", {})).items()}
+        return SkippedFrames(count(data.get("total", 0), "skipped_frames.total"), by_reason,
+                             list(data.get("examples", [])))
 
     def to_json(self) -> dict[str, Any]:
         return {"total": self.total, "by_reason": dict(self.by_reason), "examples": list(self.examples)}
@@ -187,7 +211,8 @@ class Summary:
         timing = {renames.get(stage, stage): Stats.from_json(stats)
                   for stage, stats in data.get("timing_ms", {}).items()}
         stats = {key: Stats.from_json(data.get(key, {})) for key in ("keypoints", "matches", "inliers", "inlier_ratio")}
-        return Summary(int(data["pairs"]), **stats, homography_valid_rate=number(data.get("homography_valid_rate")),
+        return Summary(count(data["pairs"], "summary.pairs"), **stats,
+                       homography_valid_rate=number(data.get("homography_valid_rate"), "homography_valid_rate"),
                        matching_score_histogram=data.get("matching_score_histogram", {"edges": [], "counts": []}),
                        timing_ms=timing, skipped_frames=SkippedFrames.from_json(data.get("skipped_frames")),
                        unpaired_frames=data.get("unpaired_frames"),
@@ -242,7 +267,7 @@ class Document:
             inputs["source"] = inputs.pop("bag")
         try:
             return Document(bool(data.get("partial", False)), str(data.get("created", "")), inputs,
-                            dict(data["model"]), number(data.get("wall_time_s")),
+                            dict(data["model"]), number(data.get("wall_time_s"), "wall_time_s"),
                             Summary.from_json(data["summary"], version), list(data["pairs"]),
                             str(data.get("stop_reason", "")), SCHEMA_VERSION)
         except (KeyError, TypeError, ValueError) as error:
@@ -259,10 +284,12 @@ def load(path: str | Path) -> Document:
     target = Path(path)
     if target.is_dir():
         target = target / "metrics.json"
-    if not target.is_file():
+    if not target.exists():
         raise SchemaError(f"{path}: no metrics.json (not a finished `superglue-ros eval` output)")
     try:
-        data = json.loads(target.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        data = json.loads(read_text(target, METRICS_LIMIT, "metrics file"))
+    except InputFileError as error:
+        raise SchemaError(str(error)) from None
+    except json.JSONDecodeError as error:
         raise SchemaError(f"{target}: not readable JSON ({error})") from None
     return Document.from_json(data, str(target))

@@ -14,7 +14,10 @@ import json
 import math
 import os
 import shutil
+import signal
+import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +26,9 @@ from typing import Any
 import numpy as np
 
 STAGING_PREFIX = ".superglue-ros-staging-"
+# Signals that end a run; each keeps what is finished (SIGHUP: a closed terminal or SSH session).
+ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+NAME_MAX = 255  # bytes per path component on every common Linux file system
 
 
 class OutputError(Exception):
@@ -41,26 +47,66 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
+def shown(path: str | os.PathLike) -> str:
+    """A path for a one-line message: newlines and other control characters escaped."""
+    text = os.fspath(path)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def kind_of(mode: int) -> str:
+    """What a non-regular file is, for a refusal message."""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def check_name(path: str | os.PathLike, what: str = "write") -> Path:
+    """An empty path or a component longer than the file system allows is a one-line error, not an OSError
+    from deep inside the work."""
+    text = os.fspath(path)
+    if not text:
+        raise OutputError(f"cannot {what} an empty path")
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise OutputError(f"cannot {what} {shown(text)}: the name {shown(part[:40])}... is longer than "
+                              f"{NAME_MAX} bytes")
+    return Path(text)
+
+
+def check_target(target: str | os.PathLike) -> Path:
+    """An output file is created or replaces a regular file, nothing else: a folder, symbolic link, device,
+    FIFO or socket of that name is refused (renaming over it would destroy it)."""
+    target = check_name(target)
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return target
+    except OSError as error:
+        raise OutputError(f"cannot write {shown(target)}: {describe(error)}") from None
+    if not stat.S_ISREG(mode):
+        raise OutputError(f"cannot write {shown(target)}: it is {kind_of(mode)}; only a regular file is replaced")
+    return target
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``target`` to write to; renamed to ``target`` when the block succeeds,
     removed when it fails. OSErrors (full disk, read-only folder) become one-line OutputErrors."""
-    target = Path(target)
-    if target.is_dir():
-        raise OutputError(f"cannot write {target}: it is a folder")
+    target = check_target(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name[:NAME_MAX - 40]}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
     except OSError as error:
-        raise OutputError(f"cannot write {target}: {describe(error)}") from None
+        raise OutputError(f"cannot write {shown(target)}: {describe(error)}") from None
     temporary = Path(name)
     try:
         yield temporary
         os.chmod(temporary, file_mode())
+        check_target(target)  # still absent or a regular file: never rename over anything else
         os.replace(temporary, target)
     except OSError as error:
-        raise OutputError(f"cannot write {target}: {describe(error)}") from None
+        raise OutputError(f"cannot write {shown(target)}: {describe(error)}") from None
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -89,17 +135,43 @@ def finite(value: Any) -> Any:
 
 
 def check_writable(target: str | os.PathLike) -> None:
-    """Fail before the work, not after it: ``target``'s folder must exist (or be creatable) and be writable."""
-    target = Path(target)
-    if target.is_dir():
-        raise OutputError(f"cannot write {target}: it is a folder")
-    folder = target.parent
+    """Fail before the work, not after it: ``target`` must be a file this tool may write (see
+    :func:`check_target`) and its folder must exist (or be creatable) and be writable."""
+    target = check_target(target)
+    check_folder_writable(target.parent, target)
+
+
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """An output folder: an existing folder (or a link to one) or one that can be created, writable."""
+    folder = check_name(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"cannot write into {shown(folder)}: it is not a folder")
+    check_folder_writable(folder, folder)
+    return folder
+
+
+def check_folder_writable(folder: Path, target: Path) -> None:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise OutputError(f"cannot write {target}: {folder} is not a folder")
+        raise OutputError(f"cannot write {shown(target)}: {shown(folder)} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {target}: {folder} is not writable")
+        raise OutputError(f"cannot write {shown(target)}: {shown(folder)} is not writable")
+
+
+def check_outputs(files: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None],
+                  folder: str | os.PathLike | None = None) -> None:
+    """Every check an output gets before the work starts, in one call: each output file is writable and
+    replaces at most a regular file, no two outputs are the same file, and none replaces, holds or goes
+    inside an input (links resolved); an output ``folder`` is a writable folder outside every input."""
+    if folder is not None:
+        check_output_folder(folder)
+    targets = [check_name(t) for t in files if t is not None]
+    for target in targets:
+        check_writable(target)
+    if len({t.resolve() for t in targets}) < len(targets):
+        raise OutputError(f"two outputs are the same file: {', '.join(map(shown, targets))}")
+    refuse_inputs(targets, [i for i in inputs if i], None if folder is None else Path(folder))
 
 
 def refuse_inputs(targets: Iterable[Path], inputs: Iterable[str | os.PathLike], folder: Path | None = None) -> None:
@@ -111,8 +183,8 @@ def refuse_inputs(targets: Iterable[Path], inputs: Iterable[str | os.PathLike], 
             [(folder.resolve(), False)] if folder is not None else []):
         for source in resolved:
             if target == source or target.is_relative_to(source) or (replaced and source.is_relative_to(target)):
-                raise OutputError(f"refusing to write {target}: it would replace or go inside the input {source}; "
-                                  f"choose another --out")
+                raise OutputError(f"refusing to write {shown(target)}: it would replace or go inside the input "
+                                  f"{shown(source)}; choose another output")
 
 
 class StagedFolder:
@@ -129,10 +201,7 @@ class StagedFolder:
         self.out_dir = Path(out_dir)
         self.items = items
         for name, kind in items.items():
-            existing = self.out_dir / name
-            if existing.exists() and existing.is_dir() != (kind == "folder"):
-                raise OutputError(f"cannot write {existing}: a {'file' if kind == 'folder' else 'folder'} of that "
-                                  f"name is in the way; move it or choose another --out")
+            check_replaceable_item(self.out_dir / name, kind)
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_staging(self.out_dir)
@@ -164,6 +233,20 @@ class StagedFolder:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def check_replaceable_item(existing: Path, kind: str) -> None:
+    """What publishing may replace: nothing, a regular file where a file goes or a real folder (not a link to
+    one) where a folder goes; checked before any work, so that a run never fails after it."""
+    try:
+        mode = os.lstat(existing).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise OutputError(f"cannot write {shown(existing)}: {describe(error)}") from None
+    if not (stat.S_ISDIR(mode) if kind == "folder" else stat.S_ISREG(mode)):
+        raise OutputError(f"cannot write {shown(existing)}: {kind_of(mode)} of that name is in the way "
+                          f"(a {kind} goes there); move it or choose another --out")
+
+
 def remove_stale_staging(out_dir: Path) -> None:
     """Remove staging folders left in ``out_dir`` by runs whose process no longer exists."""
     for folder in out_dir.glob(f"{STAGING_PREFIX}*"):
@@ -180,3 +263,23 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait while the block runs (outputs being written, a training step), then
+    act as they would have: a second Ctrl-C no longer loses the partial report. (Python handles signals
+    in the main thread only.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {number: signal.signal(number, lambda received, frame: pending.append(received))
+                for number in ENDING_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if pending:
+            signal.raise_signal(pending[0])

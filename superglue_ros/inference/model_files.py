@@ -18,7 +18,7 @@ from ..files.outputs import atomic_path
 from ..models.sift import SIFT
 from ..models.superglue import SuperGlue
 from ..models.superpoint import SuperPoint
-from .weights import WeightsError, check_finite, find_official, load_into
+from .weights import WeightsError, check_finite, find_official, load_into, load_tensor_file
 
 FORMAT = 2
 EXTRACTOR_KEY = {1: "features", 2: "extractor"}
@@ -49,12 +49,9 @@ def load_open_model(path: str | os.PathLike) -> tuple[SIFT | SuperPoint, SuperGl
     found the usual way (they cannot be bundled).
     """
     path = resolve_open_model(path)
-    if not path.is_file():
+    if not path.exists():
         raise WeightsError(f"model file {path} does not exist")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, not a torch file, pickle refused...
-        raise WeightsError(f"model file {path} is unreadable ({type(error).__name__})") from None
+    blob = load_tensor_file(path, "model file")
     if not isinstance(blob, dict) or blob.get("format") not in EXTRACTOR_KEY:
         raise WeightsError(f"{path} is not a superglue_ros model file (format {', '.join(map(str, EXTRACTOR_KEY))})")
     key = EXTRACTOR_KEY[blob["format"]]

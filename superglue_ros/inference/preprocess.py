@@ -9,10 +9,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..files.images import DEFAULT_MAX_PIXELS
 from ..settings import Setting
 
 CHANNEL_ORDERS = ("bgr", "rgb")
-MAX_IMAGE_PIXELS = Setting("max_image_pixels", int, 4096 * 4096, "frames with more pixels are dropped before "
+MAX_IMAGE_PIXELS = Setting("max_image_pixels", int, DEFAULT_MAX_PIXELS, "frames with more pixels are dropped before "
                            "they are decoded or copied, which bounds memory for any input", 1, 1 << 28)
 RESIZE_WIDTH = Setting("resize_width", int, 0, "network input width in pixels (with resize_height), 0 keeps "
                        "the camera's size", 8, 16384, special=(0,))

@@ -12,17 +12,22 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import pickle
 import urllib.request
+import warnings
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from ..files.inputs import InputFileError, regular_file
 from ..files.outputs import OutputError, atomic_path, describe
 
 ENV_VAR = "SUPERGLUE_ROS_WEIGHTS_DIR"
+DOWNLOAD_LIMIT = 256 << 20  # the official files are 5-48 MB; a server streaming without end is cut off
 UPSTREAM_REPO = "https://github.com/magicleap/SuperGluePretrainedNetwork"
 UPSTREAM_BASE_URL = f"{UPSTREAM_REPO}/raw/master/models/weights"
 LICENCE_NOTE = ("the official weights are under Magic Leap's non-commercial licence "
@@ -52,9 +57,9 @@ def default_cache_dir() -> Path:
 
 def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
     """Where weight files are looked for, in order."""
-    dirs = [Path(weights_dir).expanduser()] if weights_dir else []
+    dirs = [Path(os.path.expanduser(weights_dir))] if weights_dir else []  # '~nosuchuser' stays as written
     if os.environ.get(ENV_VAR):
-        dirs.append(Path(os.environ[ENV_VAR]).expanduser())
+        dirs.append(Path(os.path.expanduser(os.environ[ENV_VAR])))
     dirs.append(default_cache_dir())
     return dirs
 
@@ -79,13 +84,9 @@ def load_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Load a state dict file into ``model`` strictly, turning every failure into a WeightsError."""
     path = Path(path)
     advice = how_to_get(path.name) if path.name in {f.filename for f in OFFICIAL.values()} else "check the file"
-    if not path.is_file():
+    if not path.exists():
         raise WeightsError(f"weight file {path} does not exist; {advice}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, not a torch file, pickle refused...
-        raise WeightsError(f"weight file {path} is unreadable or truncated ({type(error).__name__}: "
-                           f"{str(error).splitlines()[0] if str(error) else ''}); {advice}") from None
+    state = load_tensor_file(path, "weight file", advice)
     if not isinstance(state, Mapping):
         raise WeightsError(f"weight file {path} does not hold a state dict; {advice}")
     try:
@@ -95,6 +96,25 @@ def load_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
         raise WeightsError(f"weight file {path} does not fit {type(model).__name__} "
                            f"({summary}); wrong file or wrong model configuration? {advice}") from None
     check_finite(state, path, advice)
+
+
+def load_tensor_file(path: str | os.PathLike, what: str, advice: str = "check the file") -> Any:
+    """torch.load of plain tensors only (no code runs), from a regular file; anything else (a truncated
+    zip, a plain pickle, a FIFO, /proc/self/mem) is one WeightsError line, and torch's warnings about the
+    pickle protocol are not printed."""
+    try:
+        regular_file(path, what)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except InputFileError as error:
+        raise WeightsError(f"{error}; {advice}") from None
+    except Exception as error:  # truncated zip, not a torch file, pickle refused...
+        first = (str(error).splitlines() or [""])[0][:200]
+        if isinstance(error, pickle.UnpicklingError):
+            first = "it holds more than tensors, and such a pickle is never run"
+        raise WeightsError(f"{what} {path} is unreadable or truncated ({type(error).__name__}: {first}); "
+                           f"{advice}") from None
 
 
 def check_finite(state: Mapping[str, torch.Tensor], path: str | os.PathLike, advice: str = "check the file") -> None:
@@ -128,7 +148,7 @@ def download(directory: str | os.PathLike | None = None, names: tuple[str, ...] 
     complete and verified, so an interrupted transfer never leaves a file
     under the final name.
     """
-    target = Path(directory).expanduser() if directory else search_dirs()[0]
+    target = Path(os.path.expanduser(directory)) if directory else search_dirs()[0]
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -176,6 +196,8 @@ def _stream(url: str, out, timeout: float, label: str,
             total = int(length) if length else None
             done = 0
             while chunk := response.read(1 << 16):
+                if done + len(chunk) > DOWNLOAD_LIMIT:  # with or without a Content-Length
+                    raise WeightsError(f"download of {url} sent more than {DOWNLOAD_LIMIT >> 20} MiB; stopped")
                 out.write(chunk)
                 chunks.append(chunk)
                 done += len(chunk)

@@ -16,8 +16,10 @@ from ..settings import Setting
 # SuperPoint's own default, the reference's, stays -1 (no limit) for the model class used alone.
 DEFAULT_BUDGET = 1024
 # The one setting every keypoint extractor (SuperPoint, SIFT) has, with one meaning.
+# Bounded above by the largest frame's pixel count: no image has more keypoints than pixels, and the
+# value must fit the extractors' 32-bit counts (OpenCV's SIFT).
 MAX_KEYPOINTS = Setting("max_keypoints", int, -1, "keypoint budget per image (the strongest are kept), "
-                        "-1 for no limit", 1, None, special=(-1,))
+                        "-1 for no limit", 1, 1 << 28, special=(-1,))
 
 
 @dataclass(frozen=True)

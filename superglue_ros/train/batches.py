@@ -80,9 +80,10 @@ class Batch:
                 None, None, self.scale_orientation0, self.scale_orientation1)
 
 
-def load_gray(path: Path, max_side: int) -> np.ndarray:
-    """uint8 gray image whose longer side is at most ``max_side`` (area-averaged when shrunk)."""
-    image = read_image(path, flags=cv2.IMREAD_GRAYSCALE)
+def load_gray(path: Path, max_side: int, max_pixels: int) -> np.ndarray:
+    """uint8 gray image whose longer side is at most ``max_side`` (area-averaged when shrunk); one of more
+    than ``max_pixels`` is refused before it is decoded."""
+    image = read_image(path, max_pixels, cv2.IMREAD_GRAYSCALE)
     scale = max_side / max(image.shape)
     if scale < 1:
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
@@ -233,7 +234,7 @@ class StepBatches(torch.utils.data.Dataset):
     def __init__(self, images: Sequence[np.ndarray], config: TrainConfig,
                  extractor: SIFT | SuperPoint | None = None) -> None:
         self.images, self.config, self.extractor = images, config, extractor
-        self.scenes = SceneSet(config.scenes) if config.scenes else None
+        self.scenes = SceneSet(config.scenes, config.max_image_pixels) if config.scenes else None
 
     def __len__(self) -> int:
         return self.config.steps
@@ -271,7 +272,7 @@ def validation_batches(images: Sequence[np.ndarray], extractor: SIFT | SuperPoin
     batches = [collate([sample_pair(images, np.random.default_rng([config.seed, 1, k]), extractor, config.crop, 1)])
                for k in range(config.val_pairs)]
     if config.scenes:
-        scenes = SceneSet(config.scenes)
+        scenes = SceneSet(config.scenes, config.max_image_pixels)
         batches += [collate([sample_scene_pair(scenes, [entry], np.random.default_rng([config.seed, 2, k]),
                                                extractor, 1)])
                     for k, entry in enumerate(scenes.validation[:config.val_pairs])]

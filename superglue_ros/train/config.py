@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..files.images import DEFAULT_MAX_PIXELS
+
 # The run's identity: a resumed run takes these from its checkpoint.
 RUN_FIELDS = ("images", "extractor", "batch", "lr", "seed", "num_keypoints", "crop", "max_side",
               "layers", "sinkhorn_iterations", "val_pairs", "init", "min_keypoints",
@@ -41,6 +43,7 @@ class TrainConfig:
     max_strength: float = 1.0  # training warps' strength is drawn from [1, max_strength]; validation's is 1
     scenes: str | None = None  # a folder of rendered 3D pairs (superglue-ros pairs scenes)
     scene_share: float = 0.5  # with scenes: the share of each batch's pairs that are rendered scene pairs
+    max_image_pixels: int = DEFAULT_MAX_PIXELS  # larger training images are refused before they are decoded
 
 
 def superglue_config(descriptor_dim: int, layers: int, sinkhorn_iterations: int,

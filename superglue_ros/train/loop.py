@@ -8,6 +8,7 @@ synthetic homography benchmark (``eval FOLDER --synthetic-homography
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,8 @@ import torch
 
 from ..metrics import match_counts
 from ..inference.model_files import build_extractor, load_open_model, save_open_model
-from ..files.outputs import atomic_path
+from ..inference.weights import load_tensor_file
+from ..files.outputs import atomic_path, signals_deferred
 from ..files.images import image_files
 from ..models.optimal_transport import extract_matches
 from ..models.sift import SIFT
@@ -28,6 +30,7 @@ from .batches import Batch, load_gray, split_images, step_batches, validation_ba
 from .config import DESCRIPTOR_DIMS, RUN_FIELDS, TrainConfig, extractor_config, superglue_config
 
 CHECKPOINT_FORMAT = 1
+CHECKPOINT_KEYS = {"format", "step", "model", "optimizer", "train_config", "history"}
 
 
 def nll_loss(log_assignment: torch.Tensor, gt0: torch.Tensor, gt1: torch.Tensor) -> torch.Tensor:
@@ -62,6 +65,9 @@ def training_step(model: SuperGlue, optimizer: torch.optim.Optimizer, batch: Bat
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     loss = nll_loss(model(*batch.inputs())["log_assignment"], batch.gt0, batch.gt1)
+    if not torch.isfinite(loss):  # diverged: stop before the update spreads NaN into every weight
+        raise ValueError(f"training diverged: the loss is {float(loss.detach())} (try a lower --lr than {lr:g}); "
+                         f"the checkpoints written so far are kept")
     loss.backward()
     optimizer.step()
     return float(loss.detach())
@@ -89,13 +95,33 @@ def checkpoint_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.ckpt.pt")
 
 
+def check_finite(model: SuperGlue, step: int) -> None:
+    """A model with NaN or infinite weights is never written (matching would refuse it anyway)."""
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise ValueError(f"training diverged by step {step}: non-finite weights in {', '.join(bad[:3])} "
+                         f"(try a lower --lr); the checkpoints written so far are kept")
+
+
 def save_checkpoint(path: Path, model: SuperGlue, optimizer: torch.optim.Optimizer, step: int,
                     config: TrainConfig, history: list[dict[str, float]]) -> None:
-    with atomic_path(path) as temporary:  # a run killed while saving keeps its previous checkpoint
+    check_finite(model, step)
+    with signals_deferred(), atomic_path(path) as temporary:  # a run killed while saving keeps its previous checkpoint
         torch.save({"format": CHECKPOINT_FORMAT, "step": step, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "superglue_config": dict(model.config),
                     "train_config": {**dataclasses.asdict(config), "crop": list(config.crop)}, "history": history},
                    temporary)
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`; a model or weight file, a plain pickle or a file
+    cut short is a one-line error, not a KeyError later."""
+    blob = load_tensor_file(path, "checkpoint", "resume from the .ckpt.pt file superglue-ros train writes")
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT or not CHECKPOINT_KEYS <= set(blob):
+        raise ValueError(f"--resume {path}: not a checkpoint of superglue-ros train (a model or weight file? "
+                         f"resume from the .ckpt.pt file it writes beside the model)")
+    return blob
 
 
 def resumed_config(config: TrainConfig, checkpoint: dict[str, Any]) -> TrainConfig:
@@ -158,13 +184,13 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
     device = torch.device(config.device)
-    checkpoint = torch.load(config.resume, map_location="cpu", weights_only=True) if config.resume else None
+    checkpoint = load_checkpoint(config.resume) if config.resume else None
     config = resumed_config(config, checkpoint) if checkpoint is not None else inherit_extractor(config)
     torch.manual_seed(config.seed)
     extractor = build_extractor(extractor_config(config.extractor, config.num_keypoints, config.contrast_threshold))
     train_paths, val_paths = split_images(image_files(config.images))
-    train_images = [load_gray(p, config.max_side) for p in train_paths]
-    val_images = [load_gray(p, config.max_side) for p in val_paths]
+    train_images = [load_gray(p, config.max_side, config.max_image_pixels) for p in train_paths]
+    val_images = [load_gray(p, config.max_side, config.max_image_pixels) for p in val_paths]
     model_config = superglue_config(DESCRIPTOR_DIMS[config.extractor], config.layers, config.sinkhorn_iterations,
                                     config.scale_orientation)
     model = SuperGlue(**model_config)
@@ -182,16 +208,28 @@ def train(config: TrainConfig, progress: bool = True) -> dict[str, Any]:
     bar = tqdm(step_batches(train_images, extractor, config, start), initial=start, total=config.steps,
                disable=not progress, desc="train", dynamic_ncols=True)
     precision = recall = float("nan")
-    for step, batch in enumerate(bar, start):
-        batch = batch.to(device)
-        loss = training_step(model, optimizer, batch, learning_rate(config, step))
-        done = step + 1
-        if done % config.val_every == 0 or done == config.steps:
-            precision, recall = validate(model, val_batches, device)
-            history.append({"step": done, "loss": loss, "precision": precision, "recall": recall})
-        bar.set_postfix(loss=f"{loss:.3f}", P=f"{precision:.3f}", R=f"{recall:.3f}")
-        if done % config.checkpoint_every == 0 or done == config.steps:
+    saved = done = start
+    try:
+        for step, batch in enumerate(bar, start):
+            batch = batch.to(device)
+            with signals_deferred():  # a signal ends the run between steps, never inside an update
+                loss = training_step(model, optimizer, batch, learning_rate(config, step))
+                done = step + 1
+            if done % config.val_every == 0 or done == config.steps:
+                precision, recall = validate(model, val_batches, device)
+                history.append({"step": done, "loss": loss, "precision": precision, "recall": recall})
+            bar.set_postfix(loss=f"{loss:.3f}", P=f"{precision:.3f}", R=f"{recall:.3f}")
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                save_checkpoint(checkpoint_path(config.out), model, optimizer, done, config, history)
+                saved = done
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: keep every finished step
+        if done > saved:
             save_checkpoint(checkpoint_path(config.out), model, optimizer, done, config, history)
+        bar.close()
+        print(f"superglue-ros train: stopped after step {done}; continue with --resume {checkpoint_path(config.out)}"
+              if done else "superglue-ros train: stopped before the first step; nothing written", file=sys.stderr)
+        raise
+    check_finite(model, done)
     meta = {"steps": config.steps, "train_images": len(train_paths), "val_images": len(val_paths),
             "wall_time_s_this_run": round(time.perf_counter() - began, 1), "history": history,
             "train_config": {k: v for k, v in dataclasses.asdict(config).items() if k in RUN_FIELDS}}

@@ -19,7 +19,8 @@ import numpy as np
 from ..data.depth_truth import ground_truth_matches
 from ..data.pair_list import PairEntry, parse_line
 from ..data.scenes import depth_path
-from ..files.images import read_image
+from ..files.images import DEFAULT_MAX_PIXELS, read_image
+from ..files.inputs import read_text
 
 VALIDATION_EVERY_NTH = 10
 
@@ -45,9 +46,9 @@ class SceneTruth:
 class SceneSet:
     """The pairs of a rendered folder, loaded one at a time (the set may be larger than memory)."""
 
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        lines = (self.folder / "pairs.txt").read_text().splitlines()
+    def __init__(self, folder: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.folder, self.max_pixels = Path(folder), max_pixels
+        lines = read_text(self.folder / "pairs.txt", what="pair list").splitlines()
         entries = [parse_line(line, number) for number, line in enumerate(lines, 1) if line.strip()]
         if not entries or any(entry.truth is None for entry in entries):
             raise ValueError(f"{self.folder}/pairs.txt needs rendered pairs with ground truth (superglue-ros pairs "
@@ -58,7 +59,7 @@ class SceneSet:
     def load(self, entry: PairEntry) -> tuple[np.ndarray, np.ndarray, SceneTruth]:
         """uint8 gray images and the truth of one pair."""
         paths = self.folder / entry.name0, self.folder / entry.name1
-        images = [read_image(path, flags=cv2.IMREAD_GRAYSCALE) for path in paths]
+        images = [read_image(path, self.max_pixels, cv2.IMREAD_GRAYSCALE) for path in paths]
         depths = [np.load(depth_path(str(path))) for path in paths]
         truth = entry.truth
         return images[0], images[1], SceneTruth(depths[0], depths[1], truth.k0, truth.k1, truth.t_0to1)

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ...version import __version__
-from ...files.outputs import atomic_path
+from ...files.inputs import InputFileError, regular_file
+from ...files.outputs import atomic_path, check_output_folder
 from ...models.optimal_transport import fixed_path_transport
 from ...models.superglue import SuperGlue
 from ...models.superpoint import CELL, SuperPoint
@@ -83,8 +84,7 @@ def export_models(superpoint: SuperPoint, superglue: SuperGlue, out_dir: str | o
     check_number("opset", opset, MIN_OPSET, MAX_OPSET, integer=True)
     check_choice("sinkhorn", sinkhorn, SINKHORN_VARIANTS)
     check_fixed_iterations(superglue.config)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(out_dir)  # a file or a read-only place: one line, before the export
     sp_path, sg_path = out / SUPERPOINT_FILE, out / SUPERGLUE_FILE
     export_superpoint(superpoint, sp_path, opset, superpoint_metadata(superpoint, weight_files[0]))
     export_superglue(superglue, sg_path, opset, sinkhorn, superglue_metadata(superglue, weight_files[1], sinkhorn))
@@ -171,5 +171,10 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """metadata_props of an ONNX file, without loading its weights."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(regular_file(path, "ONNX file")), load_external_data=False)
+    except (DecodeError, OSError, InputFileError):  # damaged or cut short: no metadata, so not current
+        return {}
     return {prop.key: prop.value for prop in model.metadata_props}

@@ -53,13 +53,18 @@ def open_session(path: str | os.PathLike, providers: Sequence[str] | None):
     matcher need.
     """
     import onnxruntime
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(str(path), sess_options=options,
-                                        providers=list(providers or ["CPUExecutionProvider"]))
+    try:
+        return onnxruntime.InferenceSession(str(path), sess_options=options,
+                                            providers=list(providers or ["CPUExecutionProvider"]))
+    except (RuntimeError, Fail, InvalidGraph, InvalidProtobuf, NoSuchFile) as error:  # a damaged file
+        summary = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"cannot load ONNX file {path} ({summary[:200]}); delete it to export it again") from None
 
 
 class OnnxSuperPoint:
@@ -171,6 +176,9 @@ def onnx_runners(superpoint: SuperPoint, superglue: SuperGlue,
     missing) they are exported there first. Without ``onnx_dir`` they are
     exported into a temporary folder that is gone once the sessions are open.
     """
+    if not isinstance(superpoint, SuperPoint):
+        raise ValueError(f"backend onnxruntime runs the exported SuperPoint + SuperGlue graphs; this model's "
+                         f"extractor is {type(superpoint).__name__} (use backend torch)")
     providers = execution_providers(device)
     if onnx_dir is None:
         with tempfile.TemporaryDirectory(prefix="superglue_ros_onnx_") as folder:
