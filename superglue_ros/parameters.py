@@ -70,8 +70,6 @@ def _setting(settings: tuple[Setting, ...], name: str, **changes: Any) -> Settin
 
 
 NODE, LAUNCH, CLI = "node", "launch", "cli"
-# 3072 x 2048: one frame through SuperPoint + SuperGlue stays under about 2 GB (README, "Memory").
-NODE_MAX_IMAGE_PIXELS = 3072 * 2048
 # The ROS value of a model setting left unset (every such setting's range starts at 0): the loaded
 # model's own value applies, and the node reports that value once configured.
 MODEL_OWN = -1
@@ -99,7 +97,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter(matcher.ONNX_DIR, "matcher", SCOPES, True),
     Parameter(preprocess.RESIZE_WIDTH, "matcher", (NODE, LAUNCH), True),
     Parameter(preprocess.RESIZE_HEIGHT, "matcher", (NODE, LAUNCH), True),
-    Parameter(replace(preprocess.MAX_IMAGE_PIXELS, default=NODE_MAX_IMAGE_PIXELS), "matcher", SCOPES),
+    Parameter(preprocess.MAX_IMAGE_PIXELS, "matcher", SCOPES),
     Parameter(replace(MAX_KEYPOINTS, default=DEFAULT_BUDGET), "extractor", SCOPES),
     Parameter(_setting(superpoint.SETTINGS, "keypoint_threshold", default=None), "extractor", SCOPES),
     Parameter(_setting(superpoint.SETTINGS, "nms_radius", default=None), "extractor", SCOPES),

@@ -17,7 +17,9 @@ from .outputs import OutputError, describe, shown, write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
 PIXEL_TYPES = (np.uint8, np.uint16, np.float32, np.float64)
-DEFAULT_MAX_PIXELS = 4096 * 4096  # the package's bound on a frame (max_image_pixels' default)
+# The package's bound on a frame (max_image_pixels' default): one 3072 x 2048 frame through SuperPoint +
+# SuperGlue stays under about 2 GB (README, "Memory").
+DEFAULT_MAX_PIXELS = 3072 * 2048
 MAX_BYTES_PER_PIXEL = 32  # four float64 channels: no image file of N pixels needs more, headers aside
 NO_FINITE_PIXELS = "no finite pixels"  # the reason such a frame is counted under
 HEADER_ALLOWANCE = 16 << 20  # metadata, thumbnails and colour profiles on top of the pixels
