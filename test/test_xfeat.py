@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -88,3 +89,27 @@ def test_keypoints_repeat_and_mutual_nearest_neighbours_are_right_under_a_homogr
     errors = distances[mutual, nn01.numpy()[mutual]]
     # Measured: 0.60 and 0.76; the same network with re-initialised weights gives 0.31.
     assert len(mutual) > 300 and (errors < 3).mean() > 0.5
+
+
+def test_a_superglue_trained_on_xfeat_is_a_model_file_the_matcher_runs(tmp_path) -> None:
+    from superglue_ros.cli.main import main
+    from superglue_ros.inference.matcher import Matcher
+    from superglue_ros.inference.model_files import load_open_model
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(3):
+        cv2.imwrite(str(images / f"img{seed}.png"), demo_pair(seed, (320, 240))[0])
+    out = tmp_path / "xfeat_model.pt"
+    assert main(["train", "--images", str(images), "--extractor", "xfeat", "--steps", "2", "--batch", "1",
+                 "--keypoints", "64", "--layers", "1", "--crop", "120", "160", "--out", str(out),
+                 "--val-every", "1", "--threads", "1"]) == 0
+    extractor, superglue, meta = load_open_model(out)
+    assert isinstance(extractor, XFeat) and superglue.config["descriptor_dim"] == 64
+    assert meta["train_config"]["extractor"] == "xfeat" and len(meta["history"]) == 2
+    matcher = Matcher(weights=str(out), device="cpu")
+    assert matcher.model_name == "xfeat+superglue_xfeat_model"
+    image0, image1, _ = demo_pair(5, (320, 240))
+    points0, points1, confidence = matcher.match(image0, image1).matched_points()
+    assert points0.shape == points1.shape and len(confidence) == len(points0)
+    assert len(matcher.extract(image0)) > 100
