@@ -3,6 +3,7 @@ known homography (keypoints repeat, mutual nearest-neighbour descriptors are mos
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import cv2
 import numpy as np
@@ -113,3 +114,10 @@ def test_a_superglue_trained_on_xfeat_is_a_model_file_the_matcher_runs(tmp_path)
     points0, points1, confidence = matcher.match(image0, image1).matched_points()
     assert points0.shape == points1.shape and len(confidence) == len(points0)
     assert len(matcher.extract(image0)) > 100
+    # eval's descriptor baselines run on the model's own keypoints: XFeat + mutual NN (and + ratio test).
+    assert main(["eval", str(images), "--synthetic-homography", "--warps", "1", "--weights", str(out),
+                 "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
+    document = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    synthetic = document["summary"]["synthetic_homography"]
+    assert synthetic["mnn"]["precision"] > 0.5 and synthetic["mnn"]["matches"]["mean"] > 100
+    assert "mnn_ratio" in synthetic
