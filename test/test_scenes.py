@@ -292,6 +292,17 @@ def test_overlap_and_rotation_distribution_as_documented():
     assert kinds == set(scene_builder.KINDS)
 
 
+def test_wide_baselines_rotate_at_least_the_minimum_with_parallax_and_occlusion():
+    """``--min-rotation``: every pair turns by 35-75 degrees, and the scenes still overlap, with parallax."""
+    from superglue_ros.cli.main import main
+
+    pairs = list(scenes.generate(7, 6, SMALL, min_rotation_deg=35.0))
+    rotations = [scenes.rotation_deg(pair.T_0to1) for pair in pairs]
+    assert min(rotations) >= 35 and max(rotations) <= 75
+    assert all(pair.overlap >= 0.3 and pair.T_0to1[:3, 3].any() for pair in pairs)
+    assert main(["pairs", "scenes", "--out", "unused", "--min-rotation", "71"]) == 2
+
+
 def test_rendered_ground_truth_scores_a_perfect_pose():
     """Known answers through the reference's scoring: matches taken from the depth ground truth give the
     true pose (errors near 0) and an epipolar precision of 1."""

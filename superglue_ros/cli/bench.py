@@ -157,7 +157,7 @@ def side_by_side_report(args: argparse.Namespace, matcher: Any, frames: list, co
 
     from ..bench.reference import Reference, format_side_by_side, side_by_side
 
-    if args.backend != "torch" or args.precision != "fp32" or matcher.model_name.startswith("sift"):
+    if args.backend != "torch" or args.precision != "fp32" or not matcher.model_name.startswith("superpoint"):
         raise CommandError("--reference compares the exact torch models: use the official weights (or none, for "
                            "deterministic ones), --precision fp32 and --backend torch")
     states = {"superpoint": matcher.extractor.state_dict(), "superglue": matcher.superglue.state_dict()}

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 
 from . import CommandError
-from .options import SEED, add_pixel_bound, positive_int
+from .options import SEED, add_pixel_bound, finite_float, positive_int
+
+MAX_MIN_ROTATION = 70.0  # rendered pairs rotate by at most 75 degrees: leave room to draw from
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                           "(default: procedural textures)")
     scenes.add_argument("--size", type=positive_int("--size", 64, 4096), nargs=2, metavar=("W", "H"),
                         default=(640, 480), help="image size (default: 640 480)")
+    scenes.add_argument("--min-rotation", type=finite_float("--min-rotation", 0.0, MAX_MIN_ROTATION), default=0.0,
+                        metavar="DEG", help="wide baselines: every pair's cameras differ by DEG to 75 degrees of "
+                        "rotation, drawn uniformly (0: mostly 5-40; default: %(default)s)")
     scenes.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_pixel_bound(scenes, "texture photographs")
     real = kinds.add_parser("real", help="real stereo pairs with known poses (opencv-doc, scikit-image)")
@@ -90,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     textures = None
     if args.textures:  # as 8-bit colour, whatever the files hold (alpha, 16 bits, gray)
         textures = [read_image(path, args.max_image_pixels, cv2.IMREAD_COLOR) for path in image_files(args.textures)]
-    pairs = tqdm(generate(args.seed, args.count, tuple(args.size), textures), total=args.count, unit="pair",
+    pairs = tqdm(generate(args.seed, args.count, tuple(args.size), textures, min_rotation_deg=args.min_rotation),
+                 total=args.count, unit="pair",
                  desc="render", disable=args.no_progress)
     path = write_pair_list(args.out, pairs, [f"{args.seed}_{i:05d}" for i in range(args.count)])
     print(f"wrote {args.count} pairs to {path}")

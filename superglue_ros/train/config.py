@@ -10,7 +10,7 @@ from ..files.images import DEFAULT_MAX_PIXELS
 RUN_FIELDS = ("images", "extractor", "batch", "lr", "seed", "num_keypoints", "crop", "max_side",
               "layers", "sinkhorn_iterations", "val_pairs", "init", "min_keypoints",
               "keypoint_imbalance", "scale_orientation", "contrast_threshold", "max_strength", "scenes", "scene_share")
-DESCRIPTOR_DIMS = {"sift": 128, "superpoint": 256}
+DESCRIPTOR_DIMS = {"sift": 128, "superpoint": 256, "xfeat": 64}
 
 
 @dataclass
@@ -59,7 +59,7 @@ def extractor_config(name: str, num_keypoints: int, contrast_threshold: float | 
     """The front end's settings as a model file stores them: the model is trained, and later run,
     on keypoints detected exactly this way."""
     if name not in DESCRIPTOR_DIMS:
-        raise ValueError(f"extractor must be 'sift' or 'superpoint', got {name!r}")
+        raise ValueError(f"extractor must be one of {', '.join(DESCRIPTOR_DIMS)}, got {name!r}")
     config: dict[str, Any] = {"name": name, "max_keypoints": num_keypoints}
     if contrast_threshold is not None:
         if name != "sift":
