@@ -24,9 +24,6 @@ from .models.types import DEFAULT_BUDGET, MAX_KEYPOINTS
 from .settings import Setting
 
 SCOPES = ("node", "launch", "cli")
-# Where a value goes: matcher construction, the extractor or SuperGlue (run-time `configure`),
-# the homography, stereo pairing or the node itself.
-TARGETS = ("matcher", "extractor", "superglue", "homography", "pairing", "node")
 
 
 @dataclass(frozen=True)
@@ -36,7 +33,7 @@ class Parameter:
     unconfigured."""
 
     setting: Setting
-    target: str
+    target: str  # where the value is applied: matcher, extractor, superglue, homography, pairing or node
     scopes: tuple[str, ...]
     read_only: bool = False
     flags: tuple[str, ...] = ()

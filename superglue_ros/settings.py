@@ -101,6 +101,10 @@ class Setting:
         return f"{special}{kind} in [{_bound(self.low, '-inf')}, {_bound(self.high, 'inf')}]"
 
 
+SEED = Setting("seed", int, 0, "random seed", 0, (1 << 32) - 1)  # what numpy and torch both take as a seed
+MAX_THREADS = 1024  # far above any machine's cores; a larger count makes OpenMP allocate without end
+
+
 def defaults(settings: Iterable[Setting]) -> dict[str, Any]:
     return {setting.name: setting.default for setting in settings}
 

@@ -81,3 +81,27 @@ def test_missing_weights_is_exit_2_with_remedy(image_pair, tmp_path):
 def test_help_lists_commands():
     done = run_cli("--help")
     assert done.returncode == 0 and "match" in done.stdout and "weights" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["eval", "train"])
+def test_eval_and_train_options_are_their_settings(command: str) -> None:
+    """One declaration per option: the parser's default and range checks, and the config's default, all come
+    from the command's settings, so none can disagree with another."""
+    import argparse
+    import dataclasses
+
+    from superglue_ros.cli.main import build_parser
+    from superglue_ros.eval import config as eval_config
+    from superglue_ros.train import config as train_config
+
+    settings, config_class = {"eval": (eval_config.SETTINGS, eval_config.EvalConfig),
+                              "train": (train_config.SETTINGS, train_config.TrainConfig)}[command]
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    actions = {action.dest: action for action in subparsers.choices[command]._actions}
+    defaults = {field.name: field.default for field in dataclasses.fields(config_class)}
+    for setting in settings:
+        action = actions[setting.name]
+        assert action.default == setting.default == defaults[setting.name], setting.name
+        if setting.kind in (int, float) and setting.low is not None:
+            with pytest.raises(argparse.ArgumentTypeError, match=setting.name):
+                action.type(str(setting.low - 1))

@@ -60,7 +60,7 @@ def spread(values: Sequence[float], scale: float = 1.0) -> dict[str, float | Non
     return {"median": statistics.median(scaled), "min": min(scaled), "max": max(scaled)}
 
 
-class Reference:
+class ReferenceImplementation:
     """The reference's SuperPoint and SuperGlue, imported from a temporary copy of ``checkout/models``
     whose ``weights`` folder holds the given state dicts under the official file names, on ``device``."""
 
@@ -145,7 +145,7 @@ class SideBySide:
                                       for stage, sides in self.counts.items()}}
 
 
-def side_by_side(reference: Reference, matcher: Matcher, frames: Sequence[np.ndarray], repetitions: int,
+def side_by_side(reference: ReferenceImplementation, matcher: Matcher, frames: Sequence[np.ndarray], repetitions: int,
                  warmup: int = 1, progress: Callable[[], None] | None = None) -> SideBySide:
     """Per stage, ``repetitions`` interleaved timings of both (order alternating), after ``warmup``; then one
     untimed repetition counts what the pair and stream stages of each side dispatch.

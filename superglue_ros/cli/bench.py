@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from . import CommandError
-from .options import MAX_THREADS, add_matcher_options, build_matcher, positive_int
+from ..settings import MAX_THREADS
+from .options import add_matcher_options, build_matcher, positive_int
 
 DETERMINISTIC = "official architecture, deterministic weights"
 
@@ -155,15 +156,15 @@ def side_by_side_report(args: argparse.Namespace, matcher: Any, frames: list, co
     import torch
     from tqdm import tqdm
 
-    from ..bench.reference import Reference, format_side_by_side, side_by_side
+    from ..bench.reference import ReferenceImplementation, format_side_by_side, side_by_side
 
     if args.backend != "torch" or args.precision != "fp32" or not matcher.model_name.startswith("superpoint"):
         raise CommandError("--reference compares the exact torch models: use the official weights (or none, for "
                            "deterministic ones), --precision fp32 and --backend torch")
     states = {"superpoint": matcher.extractor.state_dict(), "superglue": matcher.superglue.state_dict()}
     try:
-        reference = Reference(args.reference, states, args.max_keypoints,
-                              matcher.superglue.config["sinkhorn_iterations"], matcher.device)
+        reference = ReferenceImplementation(args.reference, states, args.max_keypoints,
+                                            matcher.superglue.config["sinkhorn_iterations"], matcher.device)
     except (FileNotFoundError, ImportError, RuntimeError) as error:
         raise CommandError(f"--reference {args.reference}: {error}") from None
     try:

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..eval.config import (MAX_BAD_FRAMES, MAX_PAIRS, MODE, POSE_SETTINGS, STORAGE, STRIDE, SYNTHETIC_SETTINGS)
 from . import CommandError
-from .options import (SEED, add_matcher_options, add_parameter_options, build_matcher, check_resize, finite_float,
-                      positive_int)
+from .options import add_matcher_options, add_parameter_options, add_settings, build_matcher, check_resize
 
 PAIR_LIST_SUFFIXES = (".txt", ".pairs")
 
@@ -27,27 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--topic", help="image topic (sensor_msgs/Image or CompressedImage); "
                                         "omit to list the image topics")
     parser.add_argument("--topic1", help="second camera's image topic (stereo mode)")
-    parser.add_argument("--mode", default="sequential", choices=("sequential", "stereo"),
-                        help="sequential: each selected frame against the previous selected one; "
-                             "stereo: --topic against --topic1 (default: %(default)s)")
-    parser.add_argument("--stride", type=positive_int("--stride"), default=1,
-                        help="use every K-th frame of --topic (default: 1)")
-    parser.add_argument("--max-pairs", type=positive_int("--max-pairs"), help="stop after N pairs")
-    parser.add_argument("--max-bad-frames", type=positive_int("--max-bad-frames", 0), metavar="N",
-                        help="fail the run once more than N frames could not be decoded or paired "
-                             "(default: no limit; they are skipped and counted)")
+    add_settings(parser, (MODE, STRIDE, MAX_PAIRS, MAX_BAD_FRAMES))
     parser.add_argument("--out", default="eval_out", help="output folder (default: %(default)s)")
-    parser.add_argument("--storage", default="sqlite3", choices=("sqlite3", "mcap"),
-                        help="output bag storage (default: %(default)s)")
+    add_settings(parser, (STORAGE,))
     add_parameter_options(parser, ("homography", "pairing"), "homography and stereo pairing")
     synthetic = parser.add_argument_group("synthetic homography benchmark")
     synthetic.add_argument("--synthetic-homography", action="store_true",
                            help="match each frame against a random warp of itself and score against the warp")
-    synthetic.add_argument("--strength", type=finite_float("--strength", 0.0, 2.0), default=1.0,
-                           help="warp strength in [0, 2] (default: %(default)s)")
-    synthetic.add_argument("--warps", type=positive_int("--warps"), default=1,
-                           help="random warps per frame, each one pair (default: %(default)s)")
-    synthetic.add_argument("--seed", type=SEED, default=0, help="random seed (default: %(default)s)")
+    add_settings(synthetic, SYNTHETIC_SETTINGS)
     synthetic.add_argument("--no-photometric", action="store_true", help="no brightness/contrast/noise changes")
     pose = parser.add_argument_group("ground-truth poses")
     pose.add_argument("--images", metavar="DIR", help="pair list: the folder its image names are relative to")
@@ -55,8 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                          "or /tf topic with the camera-to-world pose")
     pose.add_argument("--camera-info-topic", help="CameraInfo topic (default: the image topic's sibling "
                                                   "camera_info, or the only CameraInfo topic)")
-    pose.add_argument("--gt-tolerance", type=finite_float("--gt-tolerance", 0.0), default=0.05,
-                      help="max stamp difference between a frame and its pose [s] (default: %(default)s)")
+    add_settings(pose, POSE_SETTINGS)
     add_matcher_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)

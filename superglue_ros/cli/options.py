@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 from ..parameters import CLI, DEFAULTS, Parameter, default_text, in_scope, matcher_arguments
+from ..settings import Setting
 from . import CommandError
 
 MODEL_TARGETS = ("matcher", "extractor", "superglue")
-MAX_THREADS = 1024  # far above any machine's cores; a larger count makes OpenMP allocate without end
 
 
 class Parser(argparse.ArgumentParser):
@@ -41,19 +41,34 @@ def checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def positive_int(name: str, low: int = 1, high: int | None = None) -> Callable[[str], int]:
     """An option that is a whole number in [low, high] (counts, strides), checked when parsed."""
-    from ..settings import Setting
-
     return checked(Setting(name, int, None, "", low, high).parse)
 
 
 def finite_float(name: str, low: float | None = None, high: float | None = None) -> Callable[[str], float]:
     """An option that is a finite number in [low, high], checked when parsed."""
-    from ..settings import Setting
-
     return checked(Setting(name, float, None, "", low, high).parse)
 
 
-SEED = positive_int("--seed", 0, (1 << 32) - 1)  # what numpy and torch both take as a seed
+def add_settings(group: argparse._ActionsContainer, settings: Iterable[Setting],
+                 flags: Mapping[str, tuple[str, ...]] | None = None) -> None:
+    """Options made from settings (``--name-with-dashes``, or the flags given), with the setting's default,
+    range and text, checked when parsed: a command's options declared once, like the node's parameters."""
+    for setting in settings:
+        names = (flags or {}).get(setting.name, ("--" + setting.name.replace("_", "-"),))
+        if setting.kind is bool:
+            group.add_argument(*names, dest=setting.name, action="store_true", help=setting.description)
+            continue
+        accepted = f" ({setting.range_text})" if setting.range_text and not setting.choices else ""
+        default = "" if setting.default is None else "; default: %(default)s"
+        group.add_argument(*names, dest=setting.name, type=checked(setting.parse), default=setting.default,
+                           metavar=setting_metavar(setting),
+                           help=(setting.description + accepted).replace("%", "%%") + default)
+
+
+def setting_metavar(setting: Setting) -> str:
+    if setting.choices:
+        return "{" + ",".join(setting.choices) + "}"
+    return {int: "N", float: "X", str: "TEXT", list: "NAMES"}[setting.kind]
 
 
 def add_parameter_options(parser: argparse.ArgumentParser, targets: tuple[str, ...],

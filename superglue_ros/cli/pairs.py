@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 
 from . import CommandError
-from .options import SEED, add_pixel_bound, finite_float, positive_int
+from ..settings import SEED
+from .options import add_pixel_bound, checked, finite_float, positive_int
 
 MAX_MIN_ROTATION = 70.0  # rendered pairs rotate by at most 75 degrees: leave room to draw from
 
@@ -26,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scenes = kinds.add_parser("scenes", help="render 3D scene pairs with depth maps")
     scenes.add_argument("--out", required=True, metavar="DIR", help="folder for the images, depth maps and pairs.txt")
     scenes.add_argument("--count", type=positive_int("--count"), default=100, help="pairs (default: %(default)s)")
-    scenes.add_argument("--seed", type=SEED, default=0,
+    scenes.add_argument("--seed", type=checked(SEED.parse), default=SEED.default,
                         help="stream of pairs: use different seeds for training and validation (default: 0)")
     scenes.add_argument("--textures", metavar="DIR", help="folder of photographs to texture the scenes with "
                                                           "(default: procedural textures)")
@@ -42,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo = kinds.add_parser("demo", help="two sample images of a generated scene under a known homography")
     demo.add_argument("--out", required=True, metavar="DIR",
                       help="folder for image0.png, image1.png and homography.txt (H from image 0 to image 1)")
-    demo.add_argument("--seed", type=int, default=0, help="which scene and warp (default: 0)")
+    demo.add_argument("--seed", type=checked(SEED.parse), default=SEED.default,
+                      help="which scene and warp (default: %(default)s)")
     demo.add_argument("--size", type=positive_int("--size", 64, 4096), nargs=2, metavar=("W", "H"),
                       default=(640, 480), help="image size (default: 640 480)")
     parser.set_defaults(func=run)

@@ -24,7 +24,7 @@ Design choices:
   is below ``min_overlap`` (0.3), first on a 1/4-size preview, then exactly.
 * Every scene is enclosed in a distant textured cube (the backdrop, 30-60 m
   away): every pixel gets a finite depth and plausible "sky" or "far
-  scenery" that moves correctly with the camera. ``Pair.backdrop_ids`` lets
+  scenery" that moves correctly with the camera. ``ScenePair.backdrop_ids`` lets
   users mask it. Hand-made scenes without one get inf depth (and black).
 * Occlusion: a point is visible when its camera-1 depth agrees with depth1
   within 5 % (``OCCLUSION_TOLERANCE``): loose enough for float32 depth and
@@ -124,7 +124,7 @@ def _second_camera(scene: Scene, rng: np.random.Generator, pose0: np.ndarray, fi
 
 
 @dataclass
-class Pair:
+class ScenePair:
     """One training/evaluation pair with exact geometry (see the module docstring for conventions)."""
     image0: np.ndarray  # (H, W) uint8 gray
     image1: np.ndarray
@@ -184,7 +184,7 @@ def _draw_cameras(scene: Scene, geo: np.random.Generator, size: tuple[int, int],
 
 def make_pair(seed: int, index: int, size: tuple[int, int] = (640, 480), textures: Sequence[np.ndarray] | None = None,
               kinds: Sequence[str] = KINDS, photometric: bool = True, max_rotation_deg: float = 75.0,
-              min_overlap: float = 0.3, attempts: int = 400, min_rotation_deg: float = 0.0) -> Pair:
+              min_overlap: float = 0.3, attempts: int = 400, min_rotation_deg: float = 0.0) -> ScenePair:
     """Pair number ``index`` of the stream ``seed``: a pure function of its arguments.
 
     Geometry, textures and photometric changes draw from separate child
@@ -218,13 +218,13 @@ def make_pair(seed: int, index: int, size: tuple[int, int] = (640, 480), texture
             c = shade(scene.rects, K, pose, ids)
             colors.append(photometric_change(c, ids, photo) if photometric else cv2.convertScaleAbs(c))
         grays = [cv2.cvtColor(c, cv2.COLOR_BGR2GRAY) for c in colors]
-        return Pair(grays[0], grays[1], depth0, depth1, K0, K1, T, kind, colors[0], colors[1], ids0, ids1,
-                    pose0, pose1, overlap, tuple(int(i) for i in np.flatnonzero(backdrop[:-1])))
+        return ScenePair(grays[0], grays[1], depth0, depth1, K0, K1, T, kind, colors[0], colors[1], ids0, ids1,
+                         pose0, pose1, overlap, tuple(int(i) for i in np.flatnonzero(backdrop[:-1])))
     raise RuntimeError(f"no pair with overlap >= {min_overlap} after {attempts} attempts (seed {seed}, index {index})")
 
 
 def generate(seed: int, count: int, size: tuple[int, int] = (640, 480), textures: Sequence[np.ndarray] | None = None,
-             kinds: Sequence[str] = KINDS, **kwargs) -> Iterator[Pair]:
+             kinds: Sequence[str] = KINDS, **kwargs) -> Iterator[ScenePair]:
     """``count`` pairs of stream ``seed``; pair i equals ``make_pair(seed, i, ...)``, so splits are fixed by seed."""
     for index in range(count):
         yield make_pair(seed, index, size, textures, kinds, **kwargs)
@@ -235,7 +235,8 @@ def depth_path(image_path: str) -> str:
     return os.path.splitext(image_path)[0] + ".depth.npy"
 
 
-def write_pair_list(out_dir: str, pairs: Iterable[Pair], names: Iterable[str], list_name: str = "pairs.txt") -> str:
+def write_pair_list(out_dir: str, pairs: Iterable[ScenePair], names: Iterable[str],
+                    list_name: str = "pairs.txt") -> str:
     """Write ``<name>_0.png``, ``<name>_1.png``, their depth maps and the pair list; returns the list's path.
 
     Depth goes to .npy rather than 16-bit millimetre PNG because backdrop

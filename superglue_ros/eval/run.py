@@ -35,7 +35,7 @@ from .ground_truth import BagGroundTruth, load_ground_truth
 from .pairlist import PairListSource
 from .schema import Document, SkippedFrames
 from .scoring import score_pose, score_synthetic
-from .sources import FrameTally, Pair, expected_pairs, frame_pairs
+from .sources import FrameTally, FramePair, expected_pairs, frame_pairs
 from .summary import SCORE_BINS, summarise
 from .report import REPORT_MARKER
 
@@ -88,7 +88,7 @@ class Run:
         self.first_time: int | None = None
         self.tally = FrameTally(max_bad_frames=config.max_bad_frames)
 
-    def add(self, pair: Pair) -> dict[str, Any] | None:
+    def add(self, pair: FramePair) -> dict[str, Any] | None:
         """Match, estimate and score one pair; returns its record (None when matching failed, counted)."""
         try:
             outcome = match_pair(self.matcher, self.request(pair), self.config.homography, pair.decode_s)
@@ -114,14 +114,14 @@ class Run:
         self.records.append(record)
         return record
 
-    def request(self, pair: Pair) -> PairRequest:
+    def request(self, pair: FramePair) -> PairRequest:
         """Real frames are cached by (topic, index), so each runs the extractor once."""
         if self.config.synthetic or self.config.pair_list:
             return PairRequest(pair.frame0.image, pair.frame1.image)
         return PairRequest(pair.frame0.image, pair.frame1.image, (pair.frame0.topic, pair.frame0.index),
                            (pair.frame1.topic, pair.frame1.index))
 
-    def record(self, pair: Pair, outcome: PairOutcome) -> dict[str, Any]:
+    def record(self, pair: FramePair, outcome: PairOutcome) -> dict[str, Any]:
         if self.first_time is None:
             self.first_time = pair.frame1.stamp.nanoseconds
         estimate, matched = outcome.homography, outcome.pair
@@ -144,7 +144,7 @@ class Run:
             record["pose"] = None if t_0to1 is None else score_pose(matched, self.truth.k, self.truth.k, t_0to1)
         return record
 
-    def _write_messages(self, pair: Pair, outcome: PairOutcome) -> None:
+    def _write_messages(self, pair: FramePair, outcome: PairOutcome) -> None:
         """The messages the live node would publish for this pair, stamped at the current frame's receipt."""
         current, reference = pair.frame1.stamp, pair.frame0.stamp
         fields = matches_fields(outcome.pair, current, reference, self.config.mode, self.matcher.model_name,

@@ -30,7 +30,7 @@ EXAMPLES_KEPT = 5
 
 
 @dataclass
-class Pair:
+class FramePair:
     """Two decoded frames to match; ``h_true`` is set for synthetic pairs, ``truth`` for pair lists."""
 
     frame0: ImageFrame
@@ -114,17 +114,17 @@ def selected_frames(bag: Bag, config: EvalConfig, decode: Decoder) -> Iterator[I
             yield frame
 
 
-def sequential_pairs(bag: Bag, config: EvalConfig, decode: Decoder) -> Iterator[Pair]:
+def sequential_pairs(bag: Bag, config: EvalConfig, decode: Decoder) -> Iterator[FramePair]:
     """Every ``stride``-th frame matched against the previous selected one (reference = older)."""
     previous: ImageFrame | None = None
     for frame in selected_frames(bag, config, decode):
         if previous is not None:
-            yield Pair(previous, frame, decode.take())
+            yield FramePair(previous, frame, decode.take())
         previous = frame
 
 
 def synthetic_pairs(bag: Bag, config: EvalConfig, decode: Decoder,
-                    resize: int | tuple[int, int] | None = None) -> Iterator[Pair]:
+                    resize: int | tuple[int, int] | None = None) -> Iterator[FramePair]:
     """Every ``stride``-th frame (as 8-bit gray) against ``warps`` random warps of itself.
 
     Frames are first scaled as the matcher's ``resize`` would scale them, so
@@ -143,10 +143,10 @@ def synthetic_pairs(bag: Bag, config: EvalConfig, decode: Decoder,
             warped = warp_image(gray, h, rng, photometric=config.photometric)
             current = ImageFrame(frame.index, f"{frame.topic} (warped)", frame.log_time, frame.stamp, warped,
                                  f"{frame.name} (warped)" if frame.name else "")
-            yield Pair(reference, current, decode.take(), h)
+            yield FramePair(reference, current, decode.take(), h)
 
 
-def stereo_pairs(bag: Bag, config: EvalConfig, decode: Decoder) -> Iterator[Pair]:
+def stereo_pairs(bag: Bag, config: EvalConfig, decode: Decoder) -> Iterator[FramePair]:
     """Left frames (every ``stride``-th) paired with right frames by header stamp, the way the node pairs them.
 
     Using the node's own ``ApproximateSync`` (slop = ``config.slop``) means an
@@ -176,7 +176,7 @@ def stereo_pairs(bag: Bag, config: EvalConfig, decode: Decoder) -> Iterator[Pair
             shapes = " vs ".join(f"{f.image.shape[1]}x{f.image.shape[0]}" for f in frames)
             tally.skip("different sizes", f"stereo pair {frames[0].index}/{frames[1].index} differs in size: {shapes}")
             continue
-        yield Pair(frames[0], frames[1], decode.take())
+        yield FramePair(frames[0], frames[1], decode.take())
 
 
 def header_stamp(bag: Bag, raw: RawFrame) -> int:
@@ -190,7 +190,7 @@ def header_stamp(bag: Bag, raw: RawFrame) -> int:
 
 
 def frame_pairs(source: Bag | PairListSource, config: EvalConfig, tally: FrameTally, max_pixels: int | None = None,
-                resize: int | tuple[int, int] | None = None) -> Iterator[Pair]:
+                resize: int | tuple[int, int] | None = None) -> Iterator[FramePair]:
     """The pairs the configuration asks for, stopping at ``max_pairs``; ``resize`` is the matcher's
     (synthetic pairs are scaled by it), ``tally`` receives what was skipped."""
     if isinstance(source, PairListSource):
@@ -205,7 +205,7 @@ def frame_pairs(source: Bag | PairListSource, config: EvalConfig, tally: FrameTa
     return islice(pairs, config.max_pairs)
 
 
-def pair_list_pairs(source: PairListSource, tally: FrameTally, max_pixels: int | None) -> Iterator[Pair]:
+def pair_list_pairs(source: PairListSource, tally: FrameTally, max_pixels: int | None) -> Iterator[FramePair]:
     """The listed pairs, read, resized and rotated as the reference does; unreadable ones skipped."""
     for index, entry in enumerate(source.entries):
         start = time.perf_counter()
@@ -216,4 +216,4 @@ def pair_list_pairs(source: PairListSource, tally: FrameTally, max_pixels: int |
             continue
         frames = [ImageFrame(index, name, index * 1_000_000_000, Stamp(index, 0, ""), image)
                   for name, image in zip((entry.name0, entry.name1), images)]
-        yield Pair(frames[0], frames[1], time.perf_counter() - start, truth=truth)
+        yield FramePair(frames[0], frames[1], time.perf_counter() - start, truth=truth)

@@ -43,8 +43,8 @@ from ..stream.image_codec import COMPRESSED_IMAGE, RAW_IMAGE
 from ..stream.messages import Stamp
 from ..msg import Homography, Matches, RelativePose
 from ..stream.pairing import LatestSlots, StampedFrame
+from .launch_arguments import NODE_NAME
 
-NODE_NAME = "superglue_matcher"
 WORKER_POLL_S = 0.2
 SPIN_POLL_S = 0.25
 WARN_THROTTLE_S = 5.0

@@ -37,7 +37,7 @@ VALIDATION_EVERY_NTH = 10  # one image in ten (by a hash of its name) validates 
 
 
 @dataclass(frozen=True)
-class Pair:
+class TrainingPair:
     """One training or validation example: features of both images and what labels them, the true
     warp of a homography pair or the depth and pose of a rendered scene pair."""
 
@@ -119,16 +119,16 @@ def extract(extractor: SIFT | SuperPoint, image: np.ndarray) -> Features:
 
 
 def make_pair(image: np.ndarray, rng: np.random.Generator, extractor: SIFT | SuperPoint,
-              strength: float = 1.0) -> Pair:
+              strength: float = 1.0) -> TrainingPair:
     """Features of a photometrically perturbed image and of its random warp."""
     h = sample_homography(rng, image.shape[0], image.shape[1], strength)
     image0 = photometric_noise(image, rng)
     image1 = warp_image(image, h, rng)
-    return Pair(extract(extractor, image0), extract(extractor, image1), h)
+    return TrainingPair(extract(extractor, image0), extract(extractor, image1), h)
 
 
 def sample_pair(images: Sequence[np.ndarray], rng: np.random.Generator, extractor: SIFT | SuperPoint,
-                crop_hw: tuple[int, int], min_keypoints: int, max_strength: float = 1.0) -> Pair:
+                crop_hw: tuple[int, int], min_keypoints: int, max_strength: float = 1.0) -> TrainingPair:
     """A training pair from a random image view, redrawn while it has too few keypoints.
 
     After ``PREFERRED_TRIES`` draws any pair with keypoints in both images
@@ -149,18 +149,18 @@ def sample_pair(images: Sequence[np.ndarray], rng: np.random.Generator, extracto
 
 
 def sample_scene_pair(scenes: SceneSet, entries: Sequence[PairEntry], rng: np.random.Generator,
-                      extractor: SIFT | SuperPoint, min_keypoints: int) -> Pair:
+                      extractor: SIFT | SuperPoint, min_keypoints: int) -> TrainingPair:
     """A rendered pair (real parallax and occlusion), redrawn while it has too few keypoints."""
     for attempt in range(MAX_TRIES):
         image0, image1, truth = scenes.sample(entries, rng)
-        pair = Pair(extract(extractor, image0), extract(extractor, image1), scene=truth)
+        pair = TrainingPair(extract(extractor, image0), extract(extractor, image1), scene=truth)
         needed = min_keypoints if attempt < PREFERRED_TRIES else 1
         if min(len(pair.features0), len(pair.features1)) >= needed:
             return pair
     raise ValueError(f"no keypoints found in {MAX_TRIES} rendered pairs of {scenes.folder}")
 
 
-def collate(pairs: Sequence[Pair], limits: tuple[int, int] | None = None) -> Batch:
+def collate(pairs: Sequence[TrainingPair], limits: tuple[int, int] | None = None) -> Batch:
     """Keep the strongest min-count (at most ``limits`` for image 0 and image 1) keypoints of every
     image, then label them under the known warps."""
     n = min(len(p.features0) for p in pairs)
