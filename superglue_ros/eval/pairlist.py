@@ -18,6 +18,7 @@ import numpy as np
 from ..data.pair_list import PairEntry, PoseTruth, parse_line
 from ..geometry.pose import rotate_intrinsics, rotate_relative_pose, scale_intrinsics
 from ..files.images import ImageReadError, read_image
+from ..inference.preprocess import resized_shape
 from ..files.inputs import InputFileError, read_text
 from .bagio import BagError, FrameError
 
@@ -30,11 +31,9 @@ def resized_size(width: int, height: int, resize: Sequence[int]) -> tuple[int, i
         resize = resize[:1]
     if resize == [-1]:
         return width, height
-    if len(resize) == 1 and resize[0] > 0:
-        scale = resize[0] / max(height, width)
-        return int(round(width * scale)), int(round(height * scale))
-    if len(resize) == 2 and min(resize) > 0:
-        return int(resize[0]), int(resize[1])
+    if (len(resize) == 1 and resize[0] > 0) or (len(resize) == 2 and min(resize) > 0):
+        height, width = resized_shape(height, width, int(resize[0]) if len(resize) == 1 else tuple(resize))
+        return width, height  # OpenCV's dsize order
     raise ValueError(f"--resize must be W H, one number (the longer side) or -1 (keep), got {tuple(resize)}")
 
 

@@ -24,7 +24,7 @@ from ..settings import Setting, check_choice, check_number
 from ..timing import StageClock
 from .backends.protocol import Extractor, PairMatcher
 from .loading import load_models
-from .preprocess import MAX_IMAGE_PIXELS, check_image_size, resize_gray, resized_shape, to_gray_float
+from .preprocess import MAX_IMAGE_PIXELS, RESIZE_SIDE, check_image_size, resize_gray, resized_shape, to_gray_float
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICE = Setting("device", str, "cpu", "cpu, cuda or cuda:N")
@@ -275,9 +275,9 @@ def check_resize(resize: int | tuple[int, int] | None) -> None:
     if resize is None:
         return
     if isinstance(resize, int) and not isinstance(resize, bool):
-        check_number("resize", resize, 8, 16384, integer=True)
+        check_number("resize", resize, *RESIZE_SIDE, integer=True)
         return
     if not isinstance(resize, (tuple, list)) or len(resize) != 2:
         raise ValueError(f"resize must be None, an int (longer side) or (W, H), got {resize!r}")
     for name, value in zip(("resize width", "resize height"), resize):
-        check_number(name, value, 8, 16384, integer=True)
+        check_number(name, value, *RESIZE_SIDE, integer=True)

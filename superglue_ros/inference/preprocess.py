@@ -15,10 +15,11 @@ from ..settings import Setting
 CHANNEL_ORDERS = ("bgr", "rgb")
 MAX_IMAGE_PIXELS = Setting("max_image_pixels", int, DEFAULT_MAX_PIXELS, "frames with more pixels are dropped before "
                            "they are decoded or copied, which bounds memory for any input", 1, 1 << 28)
+RESIZE_SIDE = (8, 16384)  # the one range of a network input side, wherever a resize is given
 RESIZE_WIDTH = Setting("resize_width", int, 0, "network input width in pixels (with resize_height), 0 keeps "
-                       "the camera's size", 8, 16384, special=(0,))
+                       "the camera's size", *RESIZE_SIDE, special=(0,))
 RESIZE_HEIGHT = Setting("resize_height", int, 0, "network input height in pixels, 0 keeps the camera's size",
-                        8, 16384, special=(0,))
+                        *RESIZE_SIDE, special=(0,))
 _TO_GRAY = {
     (3, "bgr"): cv2.COLOR_BGR2GRAY, (3, "rgb"): cv2.COLOR_RGB2GRAY,
     (4, "bgr"): cv2.COLOR_BGRA2GRAY, (4, "rgb"): cv2.COLOR_RGBA2GRAY,
