@@ -29,7 +29,8 @@ KEYPOINT_IMBALANCE = Setting("keypoint_imbalance", float, 1.0, "with --min-keypo
                              "count times a random factor in [1/R, R]", 1.0)
 CONTRAST_THRESHOLD = Setting("contrast_threshold", float, None, "SIFT's contrast threshold, stored in the model "
                              "file so that matching detects keypoints the same way; lower finds more keypoints in "
-                             "plain, low-texture images (default: the --init model's, else OpenCV's 0.04)", 0.0, 1.0)
+                             "plain, low-texture images; at 0 SIFT would keep every extremum (default: the "
+                             "--init model's, else OpenCV's 0.04)", 0.001, 1.0)
 MAX_STRENGTH_SETTING = Setting("max_strength", float, 1.0, "draw each training warp's strength from [1, S]: "
                                "rotations up to 25*S degrees, scale changes up to 1.25**S, more perspective; "
                                "validation stays at 1", 1.0, MAX_STRENGTH)
