@@ -17,7 +17,7 @@ import torch
 from ..inference.dispatch_count import DispatchCounter
 from ..inference.stream_graph import StreamGraph
 from .reference import synchronizer
-from .speed import peak_rss_mb, summarize
+from .speed import format_dispatch, peak_rss_mb, summarize
 
 
 def graph_stream(graph: StreamGraph, frames: Sequence[np.ndarray], pairs: int, warmup: int) -> dict[str, Any]:
@@ -53,8 +53,7 @@ def format_graph_stream(report: dict[str, Any], header: str) -> str:
     lines = [header,
              f"fixed path, stream: {report['pair_ms']['median']:.2f} ms per pair (p95 {report['pair_ms']['p95']:.2f}),"
              f" {report['pairs_per_second']:.1f} pairs/s, {report['matches_mean']:.0f} matches per pair",
-             f"hot section per pair: {dispatch['operations']} dispatched operations ({dispatch['views']} views), "
-             f"{dispatch['syncs']} host synchronisations, {dispatch['host_built']} host-built tensors",
+             f"hot section per pair: {format_dispatch(dispatch)}",
              f"graph: {report['graph'] or 'eager (not CUDA)'}; peak RSS {report['peak_rss_mb']:.0f} MB"
              + (f", peak CUDA {report['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in report else "")]
     return "\n".join(lines)
