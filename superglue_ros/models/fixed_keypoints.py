@@ -11,6 +11,7 @@ check one against the other and a GPU can replay the whole section as a graph.
 """
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import torch
@@ -103,3 +104,13 @@ def extract_fixed(superpoint: SuperPoint, images: torch.Tensor) -> FixedKeypoint
         images = images.to(superpoint.convPa.weight.dtype)
     logits, dense = superpoint.forward_pooled(images, pool_2x2)
     return fixed_keypoints(logits, dense, superpoint.config)
+
+
+def half_superpoint(superpoint: SuperPoint, dtype: torch.dtype) -> SuperPoint:
+    """A copy of ``superpoint`` whose convolutions run in ``dtype`` with channels-last weights, for the
+    fast modes on a GPU (tensor cores want both); the original stays float32 for the exact path.
+
+    Only the heads' arithmetic changes: ``fixed_keypoints`` takes the logits and the descriptor map back
+    to float32 before the softmax, NMS, top-k and sampling, so scores and selection keep float32's
+    resolution."""
+    return copy.deepcopy(superpoint).eval().to(dtype=dtype, memory_format=torch.channels_last)
