@@ -42,17 +42,20 @@ SCENES=${SCENES:-1500}
 VAL_PAIRS=${VAL_PAIRS:-100}
 KEYPOINTS=${KEYPOINTS:-1024}
 PYTHON=${PYTHON:-python3}
+# collect_training_images.sh --more brings photographs of up to 6028x3391 pixels, beyond the default bound.
+PIXELS=(--max-image-pixels 33554432)
 
 SG=("$PYTHON" -m superglue_ros)
 TRAIN=("${SG[@]}" train --extractor xfeat --device "$DEVICE" --threads "$THREADS" --workers "$WORKERS"
-       --images "$DATA/train" --keypoints "$KEYPOINTS" --min-keypoints 64 --crop 480 640 --batch 4)
+       --images "$DATA/train" --keypoints "$KEYPOINTS" --min-keypoints 64 --crop 480 640 --batch 4 "${PIXELS[@]}")
 mkdir -p "$OUT"
 
 if [[ ! -f $OUT/stage1.pt ]]; then
   "${TRAIN[@]}" --steps "$STEPS1" --lr 1e-3 --out "$OUT/stage1.pt"
 fi
 if [[ ! -f $OUT/scenes_train/pairs.txt ]]; then
-  "${SG[@]}" pairs scenes --out "$OUT/scenes_train" --count "$SCENES" --seed 2 --textures "$DATA/train" --no-progress
+  "${SG[@]}" pairs scenes --out "$OUT/scenes_train" --count "$SCENES" --seed 2 --textures "$DATA/train" "${PIXELS[@]}" \
+    --no-progress
 fi
 if [[ ! -f $OUT/xfeat_open.pt ]]; then
   "${TRAIN[@]}" --scenes "$OUT/scenes_train" --scene-share 0.75 --init "$OUT/stage1.pt" --steps "$STEPS2" \
@@ -62,7 +65,7 @@ fi
 # Wide baselines: a stream (seed 1) the training scenes (seed 2) never draw from, held-out textures.
 if [[ ! -f $OUT/wide_val/pairs.txt ]]; then
   "${SG[@]}" pairs scenes --out "$OUT/wide_val" --count "$VAL_PAIRS" --seed 1 --min-rotation 30 \
-    --textures "$DATA/heldout" --no-progress
+    --textures "$DATA/heldout" "${PIXELS[@]}" --no-progress
 fi
 for weights in "$OUT/xfeat_open.pt" sift_open; do
   name=$(basename "$weights" .pt)
