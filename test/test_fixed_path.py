@@ -224,9 +224,11 @@ def interpreted_triton(tmp_path: Path, *inputs: object) -> torch.Tensor:
     return torch.load(tmp_path / "plan.pt")
 
 
-@pytest.mark.parametrize("iterations, blocks", [(100, (128, 128)), (4, (16, 32))])
-def test_triton_kernel_equals_the_log_domain_iterations(tmp_path, iterations, blocks):
-    """All iterations with one tile per sweep, and a few with tiles that leave remainders, padded pairs."""
+@pytest.mark.parametrize("iterations, blocks, layout", [(100, (128, 128), "fused"), (4, (16, 32), "fused"),
+                                                        (4, (16, 32), "tiled")])
+def test_triton_kernel_equals_the_log_domain_iterations(tmp_path, iterations, blocks, layout):
+    """All iterations with one tile per sweep, and a few with tiles that leave remainders, padded pairs, in
+    one launch and in a launch per half-iteration."""
     generator = torch.Generator().manual_seed(1)
     batch = 1 if iterations == 100 else 2
     scores = torch.randn(batch, 65, 97, generator=generator) * 3
@@ -234,7 +236,7 @@ def test_triton_kernel_equals_the_log_domain_iterations(tmp_path, iterations, bl
     valid0[-1, 50:] = False
     valid1[-1, ::3] = False
     bin_score = torch.tensor(1.0)
-    plan = interpreted_triton(tmp_path, scores, bin_score, valid0, valid1, iterations, *blocks)
+    plan = interpreted_triton(tmp_path, scores, bin_score, valid0, valid1, iterations, *blocks, layout)
     expected = torch_log_transport(scores, bin_score, valid0, valid1, iterations)
     finite = torch.isfinite(expected)
     assert torch.equal(torch.isfinite(plan), finite) and torch.equal(plan[~finite], expected[~finite])

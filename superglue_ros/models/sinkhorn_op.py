@@ -5,8 +5,8 @@ per iteration and picks its arithmetic after reading the data (a host
 synchronisation). Here the whole transport -- dustbins, marginals from the
 validity masks, a fixed number of log-domain iterations from zero potentials,
 the final rescaling -- is one operator: on the CPU it runs the reference's
-log-domain iterations in torch; on CUDA one Triton kernel runs every
-iteration in a single launch (the torch loop where Triton is missing). Either
+log-domain iterations in torch; on CUDA Triton kernels run the iterations
+without Python in between (the torch loop where Triton is missing). Either
 way no value is read back to the host, so a CUDA graph can hold it.
 """
 from __future__ import annotations
@@ -44,7 +44,8 @@ def _(scores: torch.Tensor, bin_score: torch.Tensor, valid0: torch.Tensor, valid
 def _(scores: torch.Tensor, bin_score: torch.Tensor, valid0: torch.Tensor, valid1: torch.Tensor,
       iterations: int) -> torch.Tensor:
     try:
-        from .sinkhorn_triton import triton_log_transport
+        from .sinkhorn_triton import layout_for, triton_log_transport
     except ImportError:  # no Triton in this installation
         return torch_log_transport(scores, bin_score, valid0, valid1, iterations)
-    return triton_log_transport(scores, bin_score, valid0, valid1, iterations)
+    layout = layout_for(scores, bin_score, valid0, valid1, iterations)
+    return triton_log_transport(scores, bin_score, valid0, valid1, iterations, layout=layout)
