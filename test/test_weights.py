@@ -18,19 +18,23 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, several read chunks
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """Serves PAYLOAD at /good.pth; /short.pth promises more bytes than it sends, then hangs up."""
+    """Serves PAYLOAD at /good.pth; /short.pth promises more bytes than it sends, then hangs up;
+    /endless.pth sends PAYLOAD three times without a Content-Length."""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         if self.path.endswith("/good.pth"):
             self._send(PAYLOAD, len(PAYLOAD))
         elif self.path.endswith("/short.pth"):
             self._send(PAYLOAD[: len(PAYLOAD) // 3], len(PAYLOAD))
+        elif self.path.endswith("/endless.pth"):
+            self._send(PAYLOAD * 3, None)
         else:
             self.send_error(404)
 
-    def _send(self, body: bytes, length: int) -> None:
+    def _send(self, body: bytes, length: int | None) -> None:
         self.send_response(200)
-        self.send_header("Content-Length", str(length))
+        if length is not None:
+            self.send_header("Content-Length", str(length))
         self.end_headers()
         self.wfile.write(body)
         self.wfile.flush()
@@ -80,6 +84,15 @@ def test_checksum_mismatch_writes_nothing(server, tmp_path):
 def test_interrupted_transfer_writes_nothing(server, tmp_path):
     with pytest.raises(WeightsError, match="interrupted|failed"):
         download(tmp_path, names=("file",), base_url=server, expected=spec("short.pth"), timeout=10)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_download_beyond_the_size_cap_is_stopped_and_writes_nothing(server, tmp_path, monkeypatch):
+    """A server that streams more than any weight file (here 3 MiB against a 2 MiB cap), without saying how
+    much, is cut off at the cap rather than filling the disk."""
+    monkeypatch.setattr("superglue_ros.inference.weights.DOWNLOAD_LIMIT", 2 << 20)
+    with pytest.raises(WeightsError, match="sent more than 2 MiB; stopped"):
+        download(tmp_path, names=("file",), base_url=server, expected=spec("endless.pth", PAYLOAD * 3))
     assert leftovers(tmp_path) == []
 
 
