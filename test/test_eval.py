@@ -87,7 +87,7 @@ def test_sequential_run_writes_consistent_outputs(sqlite_run: tuple[Path, Path],
     _, out = sqlite_run
     assert sorted(p.name for p in out.iterdir()) == ["matches_bag", "metrics.json", "report.html"]
     document = json.loads((out / "metrics.json").read_text())
-    assert document["schema_version"] == 3 and document["partial"] is False
+    assert document["schema_version"] == 4 and document["partial"] is False
     records = document["pairs"]
     assert [(r["frame0"], r["frame1"]) for r in records] == [(0, 1), (1, 2), (2, 3)]
     summary = document["summary"]
@@ -365,6 +365,27 @@ def test_eval_compare_reads_schema_1_runs_that_named_the_front_end_superpoint(
     assert code == 0 and run_a == run_b != "-"
 
 
+def test_pose_intervals_are_kept_through_the_file_and_older_files_read_without_them() -> None:
+    from superglue_ros.cli.eval import pose_text
+    from superglue_ros.eval.schema import PoseScores, PoseSummary, Stats
+
+    stats = Stats(3, 0, 5.0, 5.0, 5.0, 5.0, 5.0)
+    scores = PoseScores(3, {"5deg": 0.1, "10deg": 0.2, "20deg": 0.3}, 0.5, 0.2, stats, stats, {},
+                        {"5deg": [0.0, 0.3], "10deg": [0.1, 0.4], "20deg": [0.2, 0.5]}, [0.4, 0.6])
+    drawn = {"method": "percentile bootstrap", "resamples": 1000, "resampled": "pairs"}
+    pose = PoseSummary(scores, {"mnn_ratio": scores}, {}, drawn)
+    assert PoseSummary.from_json(json.loads(json.dumps(pose.to_json()))) == pose
+    assert "AUC@5/10/20deg 10.0/20.0/30.0 [0.0-30.0]/[10.0-40.0]/[20.0-50.0], precision 50.0% [40.0-60.0]" in \
+        pose_text(pose) and "1000 resamples of pairs" in pose_text(pose)
+    version3 = {key: value for key, value in pose.to_json().items()
+                if key not in ("auc_ci95", "precision_ci95", "intervals")}
+    old = PoseSummary.from_json(version3)
+    assert old.superglue.auc_ci95 == {} and old.superglue.precision_ci95 is None and old.intervals == {}
+    assert "[" not in pose_text(old).split("(MNN+ratio")[0] and "resamples" not in pose_text(old)
+    with pytest.raises(ValueError, match="precision_ci95 must be an interval"):
+        PoseSummary.from_json({**version3, "precision_ci95": [0.5]})
+
+
 def test_eval_compare_gives_intervals_for_the_same_synthetic_pairs(
         tmp_path: Path, frames: list[np.ndarray], weights_args: list[str], capsys) -> None:
     folder = tmp_path / "photos"
@@ -490,6 +511,7 @@ def test_pair_list_is_scored_as_the_reference_scores_it(rendered_pairs: Path, tm
     assert code == 0
     printed = capsys.readouterr().out
     assert "pose AUC@5/10/20deg" in printed and "MNN+ratio" in printed
+    assert "[95% intervals: percentile bootstrap, 1000 resamples of pairs]" in printed
     document = json.loads((out / "metrics.json").read_text())
     records, pose = document["pairs"], document["summary"]["pose"]
     assert len(records) == 4 and records[3].get("pose") is None and pose["scored_pairs"] == 3
@@ -501,7 +523,15 @@ def test_pair_list_is_scored_as_the_reference_scores_it(rendered_pairs: Path, tm
         assert aucs == pytest.approx(list(expected.values()))
         assert scores["precision"] == pytest.approx(np.mean([r["pose"][name]["precision"] for r in records[:3]]))
         assert 0 <= scores["matching_score"] <= 1
-    assert not (out / "matches_bag").exists() and "Relative pose" in (out / "report.html").read_text()
+        intervals = metrics.auc_interval([math.inf if e is None else e for e in errors], range(3),
+                                         metrics.POSE_AUC_THRESHOLDS)
+        assert scores["auc_ci95"] == {f"{t:g}deg": pytest.approx(list(b)) for t, b in intervals.items()}
+        precision = metrics.mean_interval([r["pose"][name]["precision"] for r in records[:3]], range(3))
+        assert scores["precision_ci95"] == pytest.approx(list(precision))
+    assert pose["intervals"] == {"level": 0.95, "method": "percentile bootstrap", "resampled": "pairs",
+                                 "resamples": 1000, "seed": 0}
+    html = (out / "report.html").read_text()
+    assert not (out / "matches_bag").exists() and "Relative pose" in html and "1000 resamples of pairs" in html
 
 
 def test_pair_without_motion_is_a_counted_failure_not_the_end(rendered_pairs: Path, tmp_path: Path, capsys) -> None:

@@ -103,6 +103,44 @@ def test_auc_interval_needs_two_images_and_equal_lengths() -> None:
         metrics.auc_difference_interval([1.0, 2.0], [2.0], [0, 1], [3.0])
 
 
+def test_pose_auc_interval_holds_the_estimate_repeats_with_its_seed_and_narrows_with_more_pairs() -> None:
+    """Pairs are the unit; a failure (inf) stays a failure in every resample."""
+    thresholds = metrics.POSE_AUC_THRESHOLDS
+
+    def errors(count: int) -> np.ndarray:
+        values = np.random.default_rng(count).uniform(0.0, 30.0, count)
+        values[::4] = math.inf  # a quarter of the pairs without a pose
+        return values
+
+    few, many = errors(40), errors(2000)
+    intervals = metrics.auc_interval(few, np.arange(40), thresholds)
+    for t, auc in metrics.error_auc(few, thresholds).items():
+        assert intervals[t][0] < auc < intervals[t][1]
+    assert metrics.auc_interval(few, np.arange(40), thresholds) == intervals  # the same seed, the same interval
+    assert metrics.auc_interval(few, np.arange(40), thresholds, seed=1) != intervals
+    wide = metrics.auc_interval(many, np.arange(2000), thresholds)
+    for t in thresholds:
+        assert wide[t][1] - wide[t][0] < 0.5 * (intervals[t][1] - intervals[t][0])
+    assert intervals[20.0][1] <= 0.75 + 1e-12  # never above the share of pairs with a pose
+
+
+def test_interval_is_a_point_when_every_pair_is_alike() -> None:
+    for error in (4.0, math.inf):
+        auc = metrics.error_auc([error] * 30, [10.0])[10.0]
+        assert metrics.auc_interval([error] * 30, np.arange(30), [10.0])[10.0] == (auc, auc)
+    assert metrics.mean_interval([0.25] * 30, np.arange(30)) == (0.25, 0.25)
+
+
+def test_mean_interval_holds_the_mean_and_needs_two_pairs() -> None:
+    values = np.random.default_rng(5).uniform(0.0, 1.0, 50)
+    low, high = metrics.mean_interval(values, np.arange(50))
+    assert low < values.mean() < high and high - low < 0.4
+    assert all(math.isnan(v) for v in metrics.mean_interval([0.5], [0]))
+    assert all(math.isnan(v) for v in metrics.mean_interval([], []))
+    with pytest.raises(ValueError, match="same length"):
+        metrics.mean_interval([0.5, 0.2], [0])
+
+
 def test_synthetic_warp_with_outliers_recovers_homography() -> None:
     rng = np.random.default_rng(7)
     height, width = 240, 320

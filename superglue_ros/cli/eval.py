@@ -167,11 +167,25 @@ def synthetic_text(synthetic: Any) -> str:
 def pose_text(pose: Any) -> str:
     def scores(method: Any) -> str:
         aucs = "/".join(f"{100 * value:.1f}" for value in method.auc.values())
-        return f"AUC@5/10/20deg {aucs}, precision {100 * (method.precision or 0):.1f}%"
+        intervals = [percent_interval(method.auc_ci95.get(key)) for key in method.auc]
+        return (f"AUC@5/10/20deg {aucs}" + (f" {'/'.join(intervals)}" if all(intervals) else "")
+                + f", precision {100 * (method.precision or 0):.1f}%" + (
+                    f" {interval}" if (interval := percent_interval(method.precision_ci95)) else ""))
 
     text = (f"; pose {scores(pose.superglue)}, matching score {100 * (pose.superglue.matching_score or 0):.1f}% "
             f"over {pose.superglue.scored_pairs} pairs")
     if pose.superglue.failures:
         text += " (no pose: " + ", ".join(f"{reason} {n}" for reason, n in pose.superglue.failures.items()) + ")"
     ratio = pose.baselines.get("mnn_ratio")
-    return text + (f" (MNN+ratio {scores(ratio)})" if ratio is not None else "")
+    text += f" (MNN+ratio {scores(ratio)})" if ratio is not None else ""
+    if pose.intervals:
+        text += (f"; [95% intervals: {pose.intervals['method']}, {pose.intervals['resamples']} resamples of "
+                 f"{pose.intervals['resampled']}]")
+    return text
+
+
+def percent_interval(bounds: list[float] | None) -> str:
+    """[low-high] in percent; empty where there is no interval (older files, fewer than two pairs)."""
+    if bounds is None or not all(isinstance(v, float) and math.isfinite(v) for v in bounds):
+        return ""
+    return f"[{100 * bounds[0]:.1f}-{100 * bounds[1]:.1f}]"

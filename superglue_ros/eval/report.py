@@ -215,7 +215,10 @@ def _gain_table(synthetic: SyntheticSummary, thresholds: list[str]) -> str:
             "images do not decide.</p>" + _table(["gain"] + [f"AUC@{t}" for t in thresholds], rows))
 
 
-def _with_interval(value: Any, bounds: list[Any]) -> str:
+def _with_interval(value: Any, bounds: list[Any] | None) -> str:
+    """The value and its interval (none in files from before intervals were written)."""
+    if bounds is None:
+        return _number(value)
     return f"{_number(value)} [{_number(bounds[0])}, {_number(bounds[1])}]"
 
 
@@ -235,20 +238,25 @@ def _equal_recall_table(synthetic: SyntheticSummary) -> str:
 
 def _pose_section(pose: PoseSummary, records: list[dict[str, Any]]) -> str:
     thresholds = list(pose.superglue.auc)
-    rows = [[name] + [scores.auc.get(t) for t in thresholds] + [scores.precision, scores.matching_score,
-                                                                scores.scored_pairs, _failures(scores.failures)]
+    rows = [[name] + [_with_interval(scores.auc.get(t), scores.auc_ci95.get(t)) for t in thresholds]
+            + [_with_interval(scores.precision, scores.precision_ci95), scores.matching_score,
+               scores.scored_pairs, _failures(scores.failures)]
             for name in METHODS if (scores := pose.method(name)) is not None]
     header = ["precision", "matching score", "scored pairs", "no pose (infinite error)"]
     table = _table(["method"] + [f"AUC@{t}" for t in thresholds] + header, rows)
     gains = [[f"superglue - {name}"] + [_with_interval(gain.get(f"auc@{t}"), gain.get(f"auc@{t}_ci95", [None, None]))
                                         for t in thresholds] for name, gain in pose.gains.items()]
-    gain_table = ("<p>AUC gain [95% interval, resampling pairs]:</p>"
+    gain_table = ("<p>AUC gain [95% interval]:</p>"
                   + _table(["gain"] + [f"AUC@{t}" for t in thresholds], gains)) if gains else ""
+    drawn = pose.intervals
+    how = (f" Intervals [in brackets]: {drawn['level']:.0%}, {html.escape(str(drawn['method']))} over "
+           f"{drawn['resamples']} resamples of {html.escape(str(drawn['resampled']))} (seed {drawn['seed']})."
+           if drawn else "")
     curves = {name: [errors[name]["error"] for r in records if (errors := _pose_record(r)) and name in errors]
               for name in METHODS}
     return ("<h2>Relative pose (essential matrix)</h2><p>Pose error = max(rotation, translation-direction error); "
             "AUC of the pose error; precision = matches with squared symmetric epipolar distance below 5e-4; "
-            "matching score = correct matches / keypoints of image 0.</p>" + table + gain_table
+            f"matching score = correct matches / keypoints of image 0.{how}</p>" + table + gain_table
             + _img(cdf_plot({k: v for k, v in curves.items() if v}, "pose error [deg]", 20.0), "pose error CDF"))
 
 

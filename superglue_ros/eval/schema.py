@@ -6,7 +6,9 @@ a file from an older version, or one that is not an eval output at all, is
 recognised in one place. Version 3 names the stages as the pipeline does
 (``extract``, ``match``; 1 and 2 said ``superpoint``/``features`` and
 ``superglue``), scores pose baselines and precision, and counts skipped
-frames; older files are upgraded when read.
+frames; version 4 adds 95% intervals to every matcher's pose AUCs and
+precision (``auc_ci95``, ``precision_ci95``) and says how they were drawn
+(``summary.pose.intervals``). Older files are upgraded when read.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from typing import Any
 
 from ..files.inputs import InputFileError, read_text
 
-SCHEMA_VERSION = 3
-SUPPORTED_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 METRICS_LIMIT = 1 << 30  # about a million pairs; a larger file is not an eval output
 STAGE_RENAMES = {1: {"superpoint": "extract", "superglue": "match"}, 2: {"features": "extract", "superglue": "match"}}
 METHODS = ("superglue", "mnn", "mnn_ratio")
@@ -49,6 +51,13 @@ def count(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be a count (a whole number, 0 or more), got {value!r:.40}")
     return value
+
+
+def _bounds(value: Any, name: str) -> list[float]:
+    """An interval [low, high] (null bounds, written for NaN, read as NaN)."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(f"{name} must be an interval [low, high], got {value!r:.40}")
+    return [number(bound, name) for bound in value]
 
 
 @dataclass(frozen=True)
@@ -118,8 +127,9 @@ class SyntheticSummary:
 @dataclass(frozen=True)
 class PoseScores:
     """One matcher against ground-truth poses: AUC of the pose error ("5deg", ...), mean epipolar
-    precision and matching score (fractions; None in files from before they were scored), and the
-    scored pairs without a pose by reason (``geometry.pose.FAILURE_REASONS``; each counts as infinite)."""
+    precision and matching score (fractions; None in files from before they were scored), the
+    scored pairs without a pose by reason (``geometry.pose.FAILURE_REASONS``; each counts as infinite),
+    and the 95% intervals [low, high] of the AUCs and the precision (empty and None before version 4)."""
 
     scored_pairs: int
     auc: dict[str, float]
@@ -128,6 +138,8 @@ class PoseScores:
     rotation_error_deg: Stats
     translation_error_deg: Stats
     failures: dict[str, int] = field(default_factory=dict)
+    auc_ci95: dict[str, list[float]] = field(default_factory=dict)
+    precision_ci95: list[float] | None = None
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> "PoseScores":
@@ -137,32 +149,39 @@ class PoseScores:
                           optional["precision"], optional["matching_score"],
                           Stats.from_json(data.get("rotation_error_deg", {})),
                           Stats.from_json(data.get("translation_error_deg", {})),
-                          {str(k): int(v) for k, v in data.get("failures", {}).items()})
+                          {str(k): int(v) for k, v in data.get("failures", {}).items()},
+                          {k: _bounds(v, f"auc_ci95.{k}") for k, v in data.get("auc_ci95", {}).items()},
+                          None if data.get("precision_ci95") is None
+                          else _bounds(data["precision_ci95"], "precision_ci95"))
 
     def to_json(self) -> dict[str, Any]:
         return {"scored_pairs": self.scored_pairs, "auc": dict(self.auc), "precision": self.precision,
                 "matching_score": self.matching_score, "rotation_error_deg": self.rotation_error_deg.to_json(),
-                "translation_error_deg": self.translation_error_deg.to_json(), "failures": dict(self.failures)}
+                "translation_error_deg": self.translation_error_deg.to_json(), "failures": dict(self.failures),
+                "auc_ci95": {key: list(bounds) for key, bounds in self.auc_ci95.items()},
+                "precision_ci95": None if self.precision_ci95 is None else list(self.precision_ci95)}
 
 
 @dataclass(frozen=True)
 class PoseSummary:
     """SuperGlue's pose scores at the top level of ``summary.pose``, the baselines' under ``baselines``,
-    and SuperGlue's AUC gain over each baseline with its 95% interval under ``gains``."""
+    SuperGlue's AUC gain over each baseline with its 95% interval under ``gains``, and how the intervals
+    were drawn (level, method, what was resampled, resamples, seed) under ``intervals``."""
 
     superglue: PoseScores
     baselines: dict[str, PoseScores] = field(default_factory=dict)
     gains: dict[str, dict[str, Any]] = field(default_factory=dict)
+    intervals: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> "PoseSummary":
         return PoseSummary(PoseScores.from_json(data),
                            {name: PoseScores.from_json(scores) for name, scores in data.get("baselines", {}).items()},
-                           dict(data.get("gains", {})))
+                           dict(data.get("gains", {})), dict(data.get("intervals", {})))
 
     def to_json(self) -> dict[str, Any]:
         return {**self.superglue.to_json(), "baselines": {name: s.to_json() for name, s in self.baselines.items()},
-                "gains": dict(self.gains)}
+                "gains": dict(self.gains), "intervals": dict(self.intervals)}
 
     def method(self, name: str) -> PoseScores | None:
         return self.superglue if name == "superglue" else self.baselines.get(name)

@@ -18,6 +18,9 @@ from .schema import HomographyScores, PoseScores, PoseSummary, SkippedFrames, St
 from .scoring import BASELINES, METHODS
 
 SCORE_BINS = 20
+# How every pose interval is drawn, written beside them so that a reader of metrics.json knows.
+POSE_INTERVALS = {"level": metrics.INTERVAL_LEVEL, "method": "percentile bootstrap", "resampled": "pairs",
+                  "resamples": metrics.BOOTSTRAP_ROUNDS, "seed": metrics.BOOTSTRAP_SEED}
 
 
 def stats(values: list[float]) -> Stats:
@@ -59,7 +62,8 @@ def summarise_synthetic(records: list[dict[str, Any]]) -> SyntheticSummary | Non
 
 def summarise_pose(records: list[dict[str, Any]]) -> PoseSummary | None:
     """Pose AUCs, mean precision and matching score per matcher over the pairs that have a ground truth,
-    and SuperGlue's AUC gain over each baseline with a 95% interval resampling pairs."""
+    the AUCs and precision with 95% intervals, and SuperGlue's AUC gain over each baseline with its
+    interval, all resampling pairs."""
     if not any("pose" in r for r in records):
         return None
     poses = [r["pose"] for r in records if r.get("pose") is not None]
@@ -71,17 +75,22 @@ def summarise_pose(records: list[dict[str, Any]]) -> PoseSummary | None:
         gains[name] = {f"auc@{t:g}deg": _difference(scores["superglue"].auc[f"{t:g}deg"], scores[name].auc[f"{t:g}deg"])
                        for t in metrics.POSE_AUC_THRESHOLDS} | {
             f"auc@{t:g}deg_ci95": list(bounds) for t, bounds in intervals.items()}
-    return PoseSummary(scores["superglue"], {name: scores[name] for name in BASELINES}, gains)
+    return PoseSummary(scores["superglue"], {name: scores[name] for name in BASELINES}, gains, POSE_INTERVALS)
 
 
 def _pose_scores(pairs: list[dict[str, Any]]) -> PoseScores:
+    """One matcher's pose scores, its AUCs and precision with 95% intervals resampling pairs."""
     errors = [p["error"] for p in pairs]
+    precisions = [p["precision"] for p in pairs]
+    each_pair = list(range(len(pairs)))
     auc = {f"{t:g}deg": v for t, v in metrics.error_auc(errors, metrics.POSE_AUC_THRESHOLDS).items()}
+    auc_ci95 = {f"{t:g}deg": list(bounds)
+                for t, bounds in metrics.auc_interval(errors, each_pair, metrics.POSE_AUC_THRESHOLDS).items()}
     mean = (lambda key: float(np.mean([p[key] for p in pairs])) if pairs else math.nan)  # noqa: E731
     failures = Counter(p["failure"] for p in pairs if p.get("failure"))
     return PoseScores(len(pairs), auc, mean("precision"), mean("matching_score"),
                       stats([p["rotation_error"] for p in pairs]), stats([p["translation_error"] for p in pairs]),
-                      dict(sorted(failures.items())))
+                      dict(sorted(failures.items())), auc_ci95, list(metrics.mean_interval(precisions, each_pair)))
 
 
 def _summarise_method(scores: list[dict[str, Any]], positives: list[int]) -> HomographyScores:
