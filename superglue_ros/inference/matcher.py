@@ -193,8 +193,8 @@ class Matcher:
     def extract(self, image: np.ndarray, key: Hashable | None = None) -> Features:
         """Keypoints of one image, in its original pixels."""
         if self.fixed is not None:
-            frames, fresh = self._fixed_frames([image], [key], {})
-            return self._finish_frames(frames, fresh, download(fresh_tensors(fresh)), [key])[0].original
+            frames, fresh, repeats = self._fixed_frames([image], [key], {})
+            return self._finish_frames(frames, fresh, download(fresh_tensors(fresh)), [key], repeats)[0].original
         return self._frames([image], [key], {})[0].original
 
     def match(self, image0: np.ndarray, image1: np.ndarray,
