@@ -179,12 +179,16 @@ class Matcher:
                 self.extractor.configure(**extractor)
             if superglue:
                 self.superglue.configure(**superglue)
-            if self.fixed is not None:
-                check_fixed(self.extractor, self.superglue)
         except ValueError:
             self.extractor.configure(**{k: v for k, v in previous[0].items() if k in (extractor or {})})
-            self.superglue.configure(**{k: v for k, v in previous[1].items() if k in (superglue or {})})
             raise
+        if self.fixed is not None:
+            try:
+                check_fixed(self.extractor, self.superglue)
+            except ValueError:  # both models took the changes, so they take their old values back
+                self.extractor.configure(**{k: v for k, v in previous[0].items() if k in (extractor or {})})
+                self.superglue.configure(**{k: v for k, v in previous[1].items() if k in (superglue or {})})
+                raise
         if extractor and self.extractor.config != previous[0]:
             self.clear_cache()
         if self.fixed is not None and (extractor or superglue):
