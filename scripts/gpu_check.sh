@@ -26,13 +26,13 @@ emit() {  # NAME ARGUMENTS: one line of the command list, its JSON beside the pr
 
 commands() {
     local common="--device cuda --pairs $PAIRS --warmup 3"
-    local size keypoints precision mode
-    # the fixed path (CUDA graph) first: it carries the real-time targets
+    local size keypoints precision mode backend
+    # the fixed backend (CUDA graphs) first: it carries the real-time targets
     for size in "640 480" "1280 720"; do
         for keypoints in 1024 2048; do
             for precision in fp32 fp16; do
-                emit "graph_${size/ /x}_${keypoints}_${precision}" \
-                    "bench $common --graph --mode stream --resize $size --max-keypoints $keypoints --precision $precision"
+                emit "fixed_${size/ /x}_${keypoints}_${precision}" \
+                    "bench $common --backend fixed --mode stream --resize $size --max-keypoints $keypoints --precision $precision"
             done
         done
     done
@@ -46,9 +46,11 @@ commands() {
             done
         done
     done
-    for precision in fp32 fp16; do
-        emit "cameras_640x480_1024_${precision}" \
-            "bench $common --resize 640 480 --max-keypoints 1024 --precision $precision --cameras 1 2 4 8"
+    for backend in fixed torch; do
+        for precision in fp32 fp16; do
+            emit "cameras_${backend}_640x480_1024_${precision}" \
+                "bench $common --backend $backend --resize 640 480 --max-keypoints 1024 --precision $precision --cameras 1 2 4 8"
+        done
     done
     emit "sift_open_640x480_stream" \
         "bench $common --weights sift_open --resize 640 480 --max-keypoints 1024 --mode stream"

@@ -222,16 +222,21 @@ def test_cameras_bench_reports_batched_and_one_by_one(weight_files, tmp_path):
         assert row["latency_ms_batched"] > 0
 
 
-def test_bench_graph_times_the_fixed_path_and_counts_its_hot_section(weight_files, tmp_path):
-    """The GPU path's benchmark runs on the CPU too: its hot section's counts come from the dispatcher."""
-    out = tmp_path / "graph.json"
+def test_bench_times_the_fixed_backend_and_counts_its_hot_section(weight_files, tmp_path):
+    """The GPU path's benchmark runs on the CPU too: the section from upload to download is counted at the
+    dispatcher, and every call of it ran eagerly (no CUDA here), counted as such."""
+    out = tmp_path / "fixed.json"
     done = subprocess.run(
-        [sys.executable, "-m", "superglue_ros", "bench", "--graph", "--mode", "stream", "--superpoint-weights",
-         str(weight_files["superpoint"]), "--superglue-weights", str(weight_files["superglue"]), "--resize", "160",
-         "120", "--max-keypoints", "64", "--sinkhorn-iterations", "100", "--pairs", "2", "--warmup", "1",
-         "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+        [sys.executable, "-m", "superglue_ros", "bench", "--backend", "fixed", "--mode", "stream",
+         "--superpoint-weights", str(weight_files["superpoint"]), "--superglue-weights", str(weight_files["superglue"]),
+         "--resize", "160", "120", "--max-keypoints", "64", "--sinkhorn-iterations", "100", "--pairs", "2",
+         "--warmup", "1", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
-    assert report["config"]["path"] == "fixed" and report["pairs_per_second"] > 0
-    assert report["dispatch_per_pair"]["syncs"] == 0 and report["dispatch_per_pair"]["host_built"] == 0
-    assert "0 host synchronisations" in done.stdout and report["graph"] == {"eager: inputs not on a CUDA device": 3}
+    assert report["config"]["backend"] == "fixed" and report["pairs_per_second"] > 0
+    hot = report["hot_section_per_pair"]
+    assert hot["syncs"] == 0 and hot["host_built"] == 0 and 0 < hot["operations"] <= 400
+    assert "upload to download per stream pair" in done.stdout
+    # the 7 frames bench makes for 3 pairs give 6 stream pairs, each one extraction (the first of two frames)
+    # and one match
+    assert report["graphs"] == {"eager: inputs not on a CUDA device": 12}

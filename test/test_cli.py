@@ -44,6 +44,21 @@ def test_match_writes_json_and_visualisation(image_pair, weight_files, tmp_path)
     assert cv2.imread(str(out_png)).shape == (192, 256 * 2 + 10, 3)
 
 
+def test_match_with_the_fixed_backend_gives_the_torch_backends_matches(image_pair, weight_files, tmp_path):
+    results = {}
+    for backend in ("torch", "fixed"):
+        out_json = tmp_path / f"{backend}.json"
+        done = run_cli("match", *map(str, image_pair), "--superpoint-weights", str(weight_files["superpoint"]),
+                       "--superglue-weights", str(weight_files["superglue"]), "--max-keypoints", "128",
+                       "--match-threshold", "0", "--backend", backend, "--json", str(out_json))
+        assert done.returncode == 0, done.stderr
+        results[backend] = json.loads(out_json.read_text())
+    assert len(results["fixed"]["matches"]) > 0 and results["fixed"]["matches"] == results["torch"]["matches"]
+    np.testing.assert_allclose(results["fixed"]["confidences"], results["torch"]["confidences"], atol=1e-5)
+    done = run_cli("match", *map(str, image_pair), "--weights", "sift_open", "--backend", "fixed")
+    assert done.returncode == 2 and "SIFT runs on the CPU" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
 def test_pairs_demo_writes_two_views_under_their_homography(tmp_path):
     done = run_cli("pairs", "demo", "--out", str(tmp_path / "samples"), "--size", "320", "240", "--seed", "3")
     assert done.returncode == 0, done.stderr

@@ -2,9 +2,10 @@
 
 Its arithmetic runs on the CPU here: the keypoints must be the exact path's,
 the matches those of the exact path within the golden tolerances, and one
-stream pair (SuperPoint on the new image, SuperGlue against the cached
-previous one, match extraction) must dispatch a bounded number of operations
-and no host synchronisation, counted at the dispatcher.
+stream pair of the Matcher's fixed backend (SuperPoint on the new image,
+SuperGlue against the cached previous one, match extraction) must dispatch a
+bounded number of operations and no host synchronisation, counted at the
+dispatcher.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 
 from superglue_ros import Features, SuperGlue, SuperPoint
 from superglue_ros.inference.dispatch_count import DispatchCounter
-from superglue_ros.inference.stream_graph import StreamGraph
+from superglue_ros.inference.matcher import Matcher
 from superglue_ros.models.fixed_keypoints import FixedKeypoints, extract_fixed, fixed_keypoints, pool_2x2
 from superglue_ros.models.fixed_superglue import FixedMatches, FixedSuperGlue
 from superglue_ros.models.sinkhorn_op import log_transport, torch_log_transport
@@ -243,62 +244,63 @@ def test_triton_kernel_equals_the_log_domain_iterations(tmp_path, iterations, bl
     assert (plan - expected)[finite].abs().max() <= 1e-4
 
 
-def test_one_stream_pair_is_few_operations_no_sync_and_exact():
-    """The GPU path's hot section for one frame of a stream -- the uploaded 8-bit frame made the network's
-    input, SuperPoint on it, SuperGlue against the previous frame's cached slots (100 Sinkhorn iterations),
-    match extraction -- at 640x480 with 1024 keypoints and the official architecture (rule weights)."""
-    superpoint = SuperPoint(max_keypoints=1024).eval()
-    superpoint.load_state_dict(rule_weights(superpoint), strict=True)
-    superglue = SuperGlue().eval()
-    superglue.load_state_dict(rule_weights(superglue), strict=True)
-    graph = StreamGraph(superpoint, superglue, "cpu", (480, 640))
+def stream_frames() -> tuple[np.ndarray, np.ndarray]:
+    """Two 640x480 grey frames of one generated scene, the second turned and scaled a little."""
     frame0 = textured(480, 640, seed=0)
     frame1 = cv2.warpAffine(frame0, cv2.getRotationMatrix2D((320, 240), 4.0, 1.02), (640, 480),
                             borderMode=cv2.BORDER_REFLECT)
-    assert graph.push(frame0) is None
-    previous = graph.previous
-    uploaded = graph.preprocess.upload(frame1)
-    with torch.inference_mode(), DispatchCounter() as counter:
-        *current, matches0, scores0 = graph.step(uploaded, *previous)
+    return frame0, frame1
+
+
+def test_one_stream_pair_is_few_operations_no_sync_and_exact(weight_files):
+    """The fixed backend's hot section for one frame of a stream -- what the Matcher runs between the upload of
+    the 8-bit frame and the download: the frame made the network's input, SuperPoint on it, SuperGlue against
+    the previous frame's cached slots (100 Sinkhorn iterations), match extraction -- at 640x480 with 1024
+    keypoints and the official architecture (rule weights)."""
+    matcher = Matcher(superpoint_weights=weight_files["superpoint"], superglue_weights=weight_files["superglue"],
+                      backend="fixed", extractor={"max_keypoints": 1024})
+    fixed = matcher.fixed
+    frame0, frame1 = stream_frames()
+    previous = fixed.extract(fixed.upload(frame0))
+    uploaded = fixed.upload(frame1)
+    with DispatchCounter() as counter:
+        current = fixed.extract(uploaded)
+        matched = fixed.match(previous, current, (480, 640))
     counts = counter.counts
     print(f"per stream pair: {counts.as_dict()}")
     assert counts.total_syncs == 0 and counts.total_host_built == 0, counts.as_dict()
     assert counts.total_operations <= MAX_OPS_PER_STREAM_PAIR, counts.operations.most_common()
     assert counts.operations["superglue_ros::log_transport"] == 1
 
+    superpoint, superglue = matcher.extractor, matcher.superglue
     images = [torch.from_numpy(f).float()[None, None] / 255 for f in (frame0, frame1)]
     exact0, exact1 = superpoint.extract(images[0][0, 0]), superpoint.extract(images[1][0, 0])
     assert_same_keypoints(previous, exact0)
-    assert_same_keypoints(FixedKeypoints(*current), exact1)
-    with torch.inference_mode():
-        fixed = graph.glue(*previous, *current, (480, 640))
-    assert torch.equal(fixed.matches0, matches0) and torch.equal(fixed.matching_scores0, scores0)
+    assert_same_keypoints(current, exact1)
     result = superglue.match(exact0, exact1)
     expected = {"log_assignment": result.log_assignment.numpy(), "matches0": result.matches0.numpy(),
                 "matches1": result.matches1.numpy(), "matching_scores0": result.matching_scores0.numpy(),
                 "matching_scores1": result.matching_scores1.numpy()}
-    assert_matches_exact(fixed, expected, (len(exact0), len(exact1)))
+    assert_matches_exact(matched, expected, (len(exact0), len(exact1)))
 
 
-def test_a_stream_through_the_graph_path_matches_as_the_matcher_does(weight_files, freiburg_frames):
-    """push() end to end on real frames, resized on the device: the points it reports (original pixels)
-    are the exact Matcher's matches, but for keypoints that bilinear and area resizing rank differently."""
-    from superglue_ros.inference.matcher import Matcher
-
-    matcher = Matcher(superpoint_weights=weight_files["superpoint"], superglue_weights=weight_files["superglue"],
-                      resize=(320, 240), extractor={"max_keypoints": 256},
-                      superglue={"match_threshold": 0.0})  # rule weights are untrained: every mutual match
-    graph = StreamGraph(matcher.extractor, matcher.superglue, "cpu", (240, 320))
-    frames = [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in freiburg_frames[:3]]
-    assert graph.push(frames[0]) is None
+def test_a_stream_through_the_fixed_backend_matches_as_the_exact_one_does(weight_files, freiburg_frames):
+    """Real frames resized on the device: the points the fixed backend reports (original pixels) are the
+    exact backend's matches, but for keypoints that the device's and OpenCV's bilinear resizing (equal to float
+    rounding) rank differently."""
+    settings = dict(superpoint_weights=weight_files["superpoint"], superglue_weights=weight_files["superglue"],
+                    resize=(320, 240), extractor={"max_keypoints": 256},
+                    superglue={"match_threshold": 0.0})  # rule weights are untrained: every mutual match
+    exact, fixed = Matcher(**settings), Matcher(backend="fixed", **settings)
+    frames = [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in freiburg_frames[:3]]
     found, expected = 0, 0
-    for frame0, frame1 in zip(frames, frames[1:]):
-        streamed = graph.push(frame1)
-        exact = matcher.match(frame0, frame1)
+    for i, (frame0, frame1) in enumerate(zip(frames, frames[1:])):
+        streamed = fixed.match(frame0, frame1, i, i + 1)
+        reference = exact.match(frame0, frame1, i, i + 1)
         ours = {tuple(np.round(np.concatenate(p), 1)) for p in zip(*streamed.matched_points()[:2])}
-        theirs = {tuple(np.round(np.concatenate(p), 1)) for p in zip(*exact.matched_points()[:2])}
+        theirs = {tuple(np.round(np.concatenate(p), 1)) for p in zip(*reference.matched_points()[:2])}
         found, expected = found + len(ours & theirs), expected + len(theirs)
-    assert expected >= 20 and found >= 0.9 * expected, (found, expected)
+    assert expected >= 10 and found >= 0.9 * expected, (found, expected)
 
 
 def test_bf16_gnn_keeps_the_exact_matches_on_real_frames(freiburg_frames):

@@ -35,7 +35,12 @@ def test_every_command_line_is_accepted_by_the_cli_parser(tmp_path):
     assert {(tuple(a.resize), a.max_keypoints, a.precision, a.mode) for a in plain if a.weights == "auto"} == {
         (size, keypoints, precision, mode) for size in ((640, 480), (1280, 720)) for keypoints in (1024, 2048)
         for precision in ("fp32", "fp16") for mode in ("pair", "stream")}
-    assert sorted(a.precision for a in parsed.values() if a.cameras) == ["fp16", "fp32"]
+    assert {(tuple(a.resize), a.max_keypoints, a.precision) for a in plain if a.backend == "fixed"} == {
+        (size, keypoints, precision) for size in ((640, 480), (1280, 720)) for keypoints in (1024, 2048)
+        for precision in ("fp32", "fp16")}
+    assert all(a.mode == "stream" for a in plain if a.backend == "fixed")
+    assert sorted((a.backend, a.precision) for a in parsed.values() if a.cameras) == [
+        ("fixed", "fp16"), ("fixed", "fp32"), ("torch", "fp16"), ("torch", "fp32")]
     assert all(a.cameras == [1, 2, 4, 8] for a in parsed.values() if a.cameras)
     references = [a for a in parsed.values() if a.reference]
     assert len(references) == 4 and all(a.reference == str(tmp_path / "ref") for a in references)

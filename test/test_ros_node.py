@@ -186,6 +186,29 @@ def test_sequential_pair_is_matched_like_the_reference(ros_env, start_node, tmp_
     assert homography["num_inliers"] == local.num_inliers
 
 
+def test_fixed_backend_publishes_the_references_matches(ros_env, start_node, tmp_path, golden):
+    """The node configured with backend fixed (keypoint slots, matched without a host synchronisation) publishes
+    the golden pair's 137 matches, as the exact backend does."""
+    node = start_node(mode="sequential", image_reliability="reliable", backend="fixed", **golden_weights())
+    frames = [frame(tmp_path, "f0", golden["image0_u8"], 1, delay=0.5), frame(tmp_path, "f1", golden["image1_u8"], 2)]
+    # on a CPU the fixed path runs plain convolutions (no oneDNN shortcut), slower than the exact one: more time
+    out = run_camera(ros_env, tmp_path, {"frames": frames, "expect_matches": 1, "reliability": "reliable",
+                                         "timeout": 240}, timeout=300)
+    assert len(out["matches"]) == 1, node.output()
+    matches = out["matches"][0]
+    pairs = np.array(matches["matches"]).reshape(-1, 2)
+    assert len(pairs) == int((golden["matches0"] >= 0).sum()) == 137
+    # compared by position: the two backends may order near-tied keypoints differently
+    reference = np.load(SYNTHETIC / "reference.npz")
+    matched = np.flatnonzero(golden["matches0"] >= 0)
+    expected = np.concatenate([reference["keypoints0"][matched], reference["keypoints1"][golden["matches0"][matched]]],
+                              axis=1)
+    found = np.concatenate([np.array(matches["reference_keypoints"]).reshape(-1, 2)[pairs[:, 0]],
+                            np.array(matches["keypoints"]).reshape(-1, 2)[pairs[:, 1]]], axis=1)
+    assert {tuple(row) for row in found.tolist()} == {tuple(row) for row in expected.tolist()}
+    assert out["homography"][0]["valid"]
+
+
 def test_known_warp_is_recovered(ros_env, start_node, tmp_path, golden):
     """A shift by whole 8-px cells keeps SuperPoint's output exactly covariant even with random
     weights, so the published homography must be that shift."""

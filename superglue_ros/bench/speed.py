@@ -23,6 +23,7 @@ import torch
 
 from ..data.homographies import sample_homography, warp_image
 from ..inference.dispatch_count import DispatchCounter, DispatchCounts
+from ..inference.fixed_path import FixedPath
 from ..metrics import summary
 from ..inference.matcher import Matcher, PairMatch, PairRequest
 from ..inference.pipeline import MATCH_PARTS, STAGES, HomographySettings, PairOutcome, match_pair
@@ -45,6 +46,8 @@ class BenchResult:
     peak_rss_mb: float = 0.0
     cuda_max_allocated_mb: float | None = None
     dispatch: DispatchCounts | None = None
+    hot_section: DispatchCounts | None = None
+    graphs: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         pair = summarize(self.pair_seconds)
@@ -63,6 +66,8 @@ class BenchResult:
             "peak_rss_mb": self.peak_rss_mb,
             "cuda_max_allocated_mb": self.cuda_max_allocated_mb,
             "dispatch_per_pair": self.dispatch.as_dict() if self.dispatch is not None else None,
+            "hot_section_per_pair": self.hot_section.as_dict() if self.hot_section is not None else None,
+            "graphs": self.graphs,
         }
 
 
@@ -203,6 +208,9 @@ def benchmark(matcher: Matcher, frames: Sequence[np.ndarray], mode: str, warmup:
     result.peak_rss_mb = peak_rss_mb()
     if matcher.device.type == "cuda":
         result.cuda_max_allocated_mb = torch.cuda.max_memory_allocated(matcher.device) / 2**20
+    if matcher.fixed is not None:
+        result.graphs = matcher.fixed.stats()
+        result.hot_section = count_fixed_section(matcher.fixed, frames)
     result.dispatch = count_pair(matcher, frames, mode)
     return result
 
@@ -220,6 +228,18 @@ def count_pair(matcher: Matcher, frames: Sequence[np.ndarray], mode: str) -> Dis
         request = PairRequest(frames[1], frames[2], keys[1], keys[2])
     with DispatchCounter() as counter:
         match_pair(matcher, request, settings)
+    return counter.counts
+
+
+def count_fixed_section(fixed: FixedPath, frames: Sequence[np.ndarray]) -> DispatchCounts | None:
+    """What the fixed backend dispatches between the upload and the download of one stream pair: the new
+    frame's extraction and its matching against the previous frame's slots (None when frames do not fit)."""
+    if not (fixed.fits(frames[1]) and fixed.fits(frames[2])):
+        return None
+    previous = fixed.extract(fixed.upload(frames[1]))
+    uploaded = fixed.upload(frames[2])
+    with DispatchCounter() as counter:
+        fixed.match(previous, fixed.extract(uploaded), fixed.network_shape(frames[2].shape[:2]))
     return counter.counts
 
 
@@ -291,4 +311,9 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"CUDA max allocated: {report['cuda_max_allocated_mb']:.0f} MB")
     if report["dispatch_per_pair"] is not None:
         lines.append(f"per pair: {format_dispatch(report['dispatch_per_pair'])}")
+    if report.get("hot_section_per_pair") is not None:
+        lines.append(f"fixed backend, upload to download per stream pair: "
+                     f"{format_dispatch(report['hot_section_per_pair'])}")
+    if report.get("graphs") is not None:
+        lines.append(f"fixed backend calls: {report['graphs']}")
     return "\n".join(lines)

@@ -49,9 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cpu-load", type=positive_int("--cpu-load", 0), default=0, metavar="N",
                         help="time with N competing CPU-bound processes running (started after loading, "
                              "stopped afterwards) (default: %(default)s)")
-    parser.add_argument("--graph", action="store_true",
-                        help="the fixed path of a camera stream (fixed keypoint slots, no host synchronisation, "
-                             "replayed as a CUDA graph on CUDA): the GPU path, also runnable on the CPU")
     parser.add_argument("--json", metavar="OUT.json", help="write the measurements as JSON")
     parser.set_defaults(func=run)
 
@@ -102,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         config = {"device": machine_description(matcher.device), "precision": args.precision, "mode": args.mode,
                   "size": f"{size[0]}x{size[1]}", "max_keypoints": args.max_keypoints,
                   "sinkhorn_iterations": matcher.superglue.config["sinkhorn_iterations"], "model": label,
+                  "backend": args.backend,
                   "frames": args.images or "generated", "torch": torch.__version__, "cpu_load": args.cpu_load}
         with cpu_load(args.cpu_load):
             report = measure(args, matcher, frames, config, deterministic)
@@ -119,13 +117,11 @@ def measure(args: argparse.Namespace, matcher: Any, frames: list, config: dict[s
 
     from ..bench.speed import benchmark, format_report
 
-    if args.graph:
-        return graph_report(args, matcher, frames, config)
     if args.reference:
         return side_by_side_report(args, matcher, frames, config)
     if args.cameras:
         return cameras_report(args, matcher, frames, config)
-    exact = build_matcher(args, precision="fp32") if args.agreement else None
+    exact = build_matcher(args, precision="fp32", backend="torch") if args.agreement else None
     with tqdm(total=args.pairs + args.warmup, desc="bench", unit="pair", leave=False) as bar:
         result = benchmark(matcher, frames, args.mode, args.warmup, config, exact,
                            progress=lambda done, total: bar.update(1))
@@ -134,22 +130,6 @@ def measure(args: argparse.Namespace, matcher: Any, frames: list, config: dict[s
         report["matches_mean"] = None  # untrained weights: a count, not a result
     print(format_report(report))
     return report
-
-
-def graph_report(args: argparse.Namespace, matcher: Any, frames: list, config: dict[str, Any]) -> dict:
-    from ..bench.graph import format_graph_stream, graph_stream
-    from ..inference.stream_graph import StreamGraph
-
-    if args.backend != "torch" or matcher.model_name.startswith("sift") or args.max_keypoints < 1:
-        raise CommandError("--graph runs SuperPoint + SuperGlue with a keypoint budget: use the official weights "
-                           "(or none, for deterministic ones), --backend torch and --max-keypoints N")
-    if args.reference or args.cameras or args.mode != "stream":
-        raise CommandError("--graph times a stream (--mode stream) on its own: not with --reference or --cameras")
-    height, width = frames[0].shape[:2]
-    graph = StreamGraph(matcher.extractor, matcher.superglue, matcher.device, (height, width), args.precision)
-    report = graph_stream(graph, frames, args.pairs, args.warmup)
-    print(format_graph_stream(report, ", ".join(f"{k}={v}" for k, v in config.items())))
-    return {"schema_version": 3, "config": {**config, "path": "fixed"}, **report}
 
 
 def side_by_side_report(args: argparse.Namespace, matcher: Any, frames: list, config: dict[str, Any]) -> dict:

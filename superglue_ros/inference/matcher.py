@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models.fixed_keypoints import FixedKeypoints
 from ..models.types import DEFAULT_BUDGET, Features, MatchResult
 from ..settings import Setting, check_choice, check_number
 from ..timing import StageClock
 from .backends.protocol import Extractor, PairMatcher
+from .fixed_path import FixedPath, check_fixed, download, row, slot_features, slot_result, stack
 from .loading import load_models
 from .preprocess import MAX_IMAGE_PIXELS, RESIZE_SIDE, check_image_size, resize_gray, resized_shape, to_gray_float
 
@@ -30,8 +32,10 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 DEVICE = Setting("device", str, "cpu", "cpu, cuda or cuda:N")
 PRECISION = Setting("precision", str, "fp32", "fp32 is exact; bf16 (CPU) or fp16 (CUDA) is faster",
                     choices=tuple(PRECISIONS))
-BACKEND = Setting("backend", str, "torch", "torch, or onnxruntime (exported fp32 graphs, near-exact)",
-                  choices=("torch", "onnxruntime"))
+BACKEND = Setting("backend", str, "torch", "torch (exact); fixed: keypoints in max_keypoints slots, no host "
+                  "synchronisation, replayed as CUDA graphs on CUDA (SuperPoint or XFeat models; frames that do not "
+                  "fit go through torch); onnxruntime: exported fp32 graphs, near-exact",
+                  choices=("torch", "fixed", "onnxruntime"))
 ONNX_DIR = Setting("onnx_dir", str, "", "backend onnxruntime: folder for the exported graphs, reused across "
                    "starts (empty: export to a temporary folder at every start)")
 
@@ -56,10 +60,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 @dataclass(frozen=True)
 class Frame:
-    """Features of one frame in network pixels (for matching) and original pixels (for callers)."""
+    """Features of one frame in network pixels (for matching) and original pixels (for callers); on the
+    fixed backend also its keypoint slots on the device (None for a frame the exact extractor took)."""
 
     network: Features
     original: Features
+    slots: FixedKeypoints | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,12 @@ class Matcher:
         modes, because bf16 descriptors change a share of the matches.
     profile: split SuperGlue's time into GNN and Sinkhorn and, on CUDA, synchronise
         around every stage so that per-stage times are true (costs a little).
-    backend: "torch", or "onnxruntime" to run the exported ONNX graphs (fp32 only),
+    backend: "torch"; "fixed" for the GPU path (see :mod:`.fixed_path`): SuperPoint
+        or XFeat into ``max_keypoints`` slots and SuperGlue on stacked slots, no host
+        synchronisation, CUDA graphs on CUDA, its GNN in the precision's type; the
+        keypoints are the exact ones, the matches within the golden tolerances, and
+        results (but descriptors and log assignments, left on the device) come to the
+        host once per batch. "onnxruntime" runs the exported ONNX graphs (fp32 only),
         read from ``onnx_dir`` when it holds an export of the same weights and
         Sinkhorn iterations, exported there (or to a temporary folder) otherwise.
     max_image_pixels: larger frames are refused before any conversion or copy.
@@ -153,6 +164,8 @@ class Matcher:
 
             self.extractor, self.superglue = onnx_runners(models.extractor, models.superglue, models.files,
                                                           onnx_dir, self.device)
+        self.fixed = FixedPath(models.extractor, models.superglue, self.device, PRECISIONS[precision], resize,
+                               channel_order) if backend == "fixed" else None
 
     def configure(self, extractor: dict[str, Any] | None = None, superglue: dict[str, Any] | None = None) -> None:
         """Change model settings between frames; a value or a setting a model refuses leaves both as they were.
@@ -169,11 +182,23 @@ class Matcher:
         except ValueError:
             self.extractor.configure(**{k: v for k, v in previous[0].items() if k in (extractor or {})})
             raise
+        if self.fixed is not None:
+            try:
+                check_fixed(self.extractor, self.superglue)
+            except ValueError:  # both models took the changes, so they take their old values back
+                self.extractor.configure(**{k: v for k, v in previous[0].items() if k in (extractor or {})})
+                self.superglue.configure(**{k: v for k, v in previous[1].items() if k in (superglue or {})})
+                raise
         if extractor and self.extractor.config != previous[0]:
             self.clear_cache()
+        if self.fixed is not None and (extractor or superglue):
+            self.fixed.prepare()
 
     def extract(self, image: np.ndarray, key: Hashable | None = None) -> Features:
         """Keypoints of one image, in its original pixels."""
+        if self.fixed is not None:
+            frames, fresh, repeats = self._fixed_frames([image], [key], {})
+            return self._finish_frames(frames, fresh, download(fresh_tensors(fresh)), [key], repeats)[0].original
         return self._frames([image], [key], {})[0].original
 
     def match(self, image0: np.ndarray, image1: np.ndarray,
@@ -184,6 +209,8 @@ class Matcher:
     def match_batch(self, requests: Sequence[PairRequest]) -> list[PairMatch]:
         """Match several pairs: frames not cached go through the extractor in one call per image size,
         then all pairs through SuperGlue as one padded batch. ``timings`` are the batch's, shared."""
+        if self.fixed is not None:
+            return self._match_fixed(requests)
         timings = {"preprocess": 0.0, "extract": 0.0}
         images = [image for request in requests for image in (request.image0, request.image1)]
         keys = [key for request in requests for key in (request.key0, request.key1)]
@@ -195,7 +222,8 @@ class Matcher:
                 for i, result in enumerate(results)]
 
     def match_features(self, features0: Features, features1: Features) -> MatchResult:
-        """SuperGlue on features the caller computed (network pixels of their own images)."""
+        """SuperGlue on features the caller computed (network pixels of their own images); the exact
+        SuperGlue on every backend but onnxruntime."""
         with self._autocast():
             return self.superglue.match(features0, features1)
 
@@ -236,6 +264,99 @@ class Matcher:
                 frames[index] = frames[first_of_key[key]]
         return frames  # type: ignore[return-value]
 
+    def _match_fixed(self, requests: Sequence[PairRequest]) -> list[PairMatch]:
+        """``match_batch`` on the fixed backend: new frames into slots, the pairs with slots on both sides
+        matched as one stack per network size, one download; the other pairs through the exact SuperGlue."""
+        timings = {"preprocess": 0.0, "extract": 0.0, "match": 0.0}
+        images = [image for request in requests for image in (request.image0, request.image1)]
+        keys = [key for request in requests for key in (request.key0, request.key1)]
+        frames, fresh, repeats = self._fixed_frames(images, keys, timings)
+        with StageClock(timings, "match", self.device if self.profile else None):
+            slots = slots_by_index(frames, fresh, repeats)
+            stacks: dict[tuple[int, int], list[int]] = {}
+            for i in range(len(requests)):
+                pair = slots.get(2 * i), slots.get(2 * i + 1)
+                if pair[0] is not None and pair[1] is not None and pair[0][1] == pair[1][1]:
+                    stacks.setdefault(pair[0][1], []).append(i)
+            matched = [(pairs, self.fixed.match(stack([slots[2 * i][0] for i in pairs]),
+                                                stack([slots[2 * i + 1][0] for i in pairs]), network_hw))
+                       for network_hw, pairs in stacks.items()]
+            host = download(fresh_tensors(fresh) + [t for _, m in matched for t in m[:4]])
+            frames = self._finish_frames(frames, fresh, host[:3 * len(fresh)], keys, repeats)
+            results = self._fixed_results(frames, matched, host[3 * len(fresh):])
+        return [PairMatch(frames[2 * i].original, frames[2 * i + 1].original, result, timings)
+                for i, result in enumerate(results)]
+
+    def _fixed_frames(self, images: Sequence[np.ndarray], keys: Sequence[Hashable | None],
+                      timings: dict[str, float]) -> tuple[list[Frame | None], list[FreshFrames], dict[int, int]]:
+        """Cached frames from the cache; new ones that fit uploaded and extracted into slots on the device
+        (one call per frame shape), the others through the exact extractor. Returns the frames known so far
+        (None for the new ones in slots), the new ones' slots, and repeated keys' first positions."""
+        frames: list[Frame | None] = [self._cached(key) for key in keys]
+        sync_device = self.device if self.profile else None
+        pending: dict[tuple[int, ...], list[tuple[int, torch.Tensor, tuple[int, int]]]] = {}
+        exact: list[int] = []
+        repeats: dict[int, int] = {}
+        with StageClock(timings, "preprocess", sync_device):
+            first_of_key: dict[Hashable, int] = {}
+            for index, (image, key) in enumerate(zip(images, keys)):
+                if frames[index] is not None:
+                    continue
+                if key is not None and key in first_of_key:
+                    repeats[index] = first_of_key[key]
+                    continue
+                if key is not None:
+                    first_of_key[key] = index
+                check_image_size(image.shape, self.max_image_pixels)
+                if not self.fixed.fits(image):
+                    exact.append(index)
+                    continue
+                tensor = self.fixed.upload(image)
+                pending.setdefault(tuple(tensor.shape), []).append((index, tensor, image.shape[:2]))
+        for index, frame in zip(exact, self._frames([images[i] for i in exact], [keys[i] for i in exact], timings)):
+            frames[index] = frame
+        with StageClock(timings, "extract", sync_device):
+            fresh = [FreshFrames([index for index, _, _ in group], self.fixed.extract(*(t for _, t, _ in group)),
+                                 self.fixed.network_shape(group[0][2]), [hw for _, _, hw in group])
+                     for group in pending.values()]
+        return frames, fresh, repeats
+
+    def _finish_frames(self, frames: list[Frame | None], fresh: list[FreshFrames], host: list[np.ndarray],
+                       keys: Sequence[Hashable | None], repeats: dict[int, int]) -> list[Frame]:
+        """The new frames' Features from their downloaded slots, remembered under their keys."""
+        for group, index in zip(fresh, range(0, len(host), 3)):
+            keypoints, scores, valid = host[index:index + 3]
+            for b, (position, original_hw) in enumerate(zip(group.indices, group.original_hw)):
+                network = slot_features(keypoints[b], scores[b], valid[b], group.slots.descriptors[b],
+                                        group.network_hw)
+                frames[position] = Frame(network, to_original_pixels(network, original_hw),
+                                         row(group.slots, b, len(group.indices)))
+                self._remember(keys[position], frames[position])
+        for position, first in repeats.items():
+            frames[position] = frames[first]
+        return frames  # type: ignore[return-value]
+
+    def _fixed_results(self, frames: list[Frame], matched: list[tuple[list[int], Any]],
+                       host: list[np.ndarray]) -> list[MatchResult]:
+        """Each pair's MatchResult: from its downloaded slot matches, or (no slots on a side, two network
+        sizes, a side without keypoints) from the exact SuperGlue."""
+        results: list[MatchResult | None] = [None] * (len(frames) // 2)
+        for (pairs, matches), index in zip(matched, range(0, len(host), 4)):
+            matches0, matches1, scores0, scores1 = host[index:index + 4]
+            for b, i in enumerate(pairs):
+                n, m = len(frames[2 * i].network), len(frames[2 * i + 1].network)
+                if n and m:
+                    results[i] = slot_result(matches0[b], matches1[b], scores0[b], scores1[b],
+                                             matches.log_assignment[b], n, m)
+        rest = [i for i, result in enumerate(results) if result is None]
+        if rest:
+            with self._autocast():
+                exact = self.superglue.match([frames[2 * i].network for i in rest],
+                                             [frames[2 * i + 1].network for i in rest])
+            for i, result in zip(rest, exact):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
     def _cached(self, key: Hashable | None) -> Frame | None:
         if key is None or key not in self._cache:
             return None
@@ -247,6 +368,36 @@ class Matcher:
             self._cache[key] = frame
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class FreshFrames:
+    """New frames of one shape extracted together on the fixed backend: their positions in the request, their
+    slots (B, K, ...) on the device, their network size and original sizes."""
+
+    indices: list[int]
+    slots: FixedKeypoints
+    network_hw: tuple[int, int]
+    original_hw: list[tuple[int, int]]
+
+
+def fresh_tensors(fresh: Sequence[FreshFrames]) -> list[torch.Tensor]:
+    """What the host needs of new frames' slots: keypoints, scores and validity (descriptors stay)."""
+    return [t for group in fresh for t in (group.slots.keypoints, group.slots.scores, group.slots.valid)]
+
+
+def slots_by_index(frames: Sequence[Frame | None], fresh: Sequence[FreshFrames],
+                   repeats: dict[int, int]) -> dict[int, tuple[FixedKeypoints, tuple[int, int]]]:
+    """Each request frame's slots (batch of one) and network size, where it has slots."""
+    slots = {index: (frame.slots, frame.network.image_size) for index, frame in enumerate(frames)
+             if frame is not None and frame.slots is not None}
+    for group in fresh:
+        for b, index in enumerate(group.indices):
+            slots[index] = (row(group.slots, b, len(group.indices)), group.network_hw)
+    for index, first in repeats.items():
+        if first in slots:
+            slots[index] = slots[first]
+    return slots
 
 
 def upload(gray: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -99,11 +99,12 @@ class XFeatNet(nn.Module):
 def sample_map(dense: torch.Tensor, keypoints: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
     """Bilinearly sample (B, C, h, w) at (B, K, 2) pixel keypoints of an (H, W) image -> (B, K, C).
 
-    Pixel centres map to the map's cell centres (``align_corners=False``).
+    Pixel centres map to the map's cell centres (``align_corners=False``). The scale is applied as Python
+    numbers, not a tensor made of them, so that the fixed path (a CUDA graph) can hold this.
     """
     height, width = image_size
-    scale = keypoints.new_tensor([2.0 / width, 2.0 / height])
-    grid = (keypoints + 0.5) * scale - 1.0
+    centres = keypoints + 0.5
+    grid = torch.stack([centres[..., 0] * (2.0 / width), centres[..., 1] * (2.0 / height)], dim=-1) - 1.0
     return F.grid_sample(dense, grid[:, None], mode="bilinear", align_corners=False)[:, :, 0].transpose(1, 2)
 
 
