@@ -239,12 +239,19 @@ def test_settings_changed_at_run_time_are_checked_and_applied(weight_files):
 
 def test_the_fast_precisions_are_the_fixed_gnns_type(weight_files):
     """fp16 and bf16 run the fixed SuperGlue's GNN in that type (match agreement with trained weights:
-    test_fixed_path); the keypoints stay the exact ones (float32 extraction) and matches stay mutual."""
+    test_fixed_path), fp16 also SuperPoint's convolutions (keypoint agreement: test_fixed_precision); with
+    bf16 the keypoints stay the exact ones (float32 extraction) and matches stay mutual."""
     settings = dict(**model_files(weight_files), extractor={"max_keypoints": 128},
                     superglue={"sinkhorn_iterations": 20, "match_threshold": 0.0})
-    assert Matcher(backend="fixed", precision="fp16", **settings).fixed.glue.dtype == torch.float16
+    half = Matcher(backend="fixed", precision="fp16", **settings)
+    assert half.fixed.glue.dtype == torch.float16
+    assert half.fixed.network.conv1a.weight.dtype == torch.float16  # SuperPoint's convolutions too, on a copy
+    assert half.fixed.network.conv2a.weight.is_contiguous(memory_format=torch.channels_last)
+    assert half.extractor.conv1a.weight.dtype == torch.float32  # frames that do not fit: exact extractor
+    half.configure(extractor={"nms_radius": 3})
+    assert half.fixed.network.config["nms_radius"] == 3  # the copy follows settings changed at run time
     fast = Matcher(backend="fixed", precision="bf16", **settings)
-    assert fast.fixed.glue.dtype == torch.bfloat16
+    assert fast.fixed.glue.dtype == torch.bfloat16 and fast.fixed.network is fast.extractor
     frames = small_frames(2)
     ours, exact = fast.match(*frames), Matcher(**settings).match(*frames)
     assert torch.equal(ours.features0.keypoints, exact.features0.keypoints)

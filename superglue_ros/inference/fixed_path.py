@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.fixed_keypoints import FixedKeypoints, extract_fixed
+from ..models.fixed_keypoints import FixedKeypoints, extract_fixed, half_superpoint
 from ..models.fixed_superglue import FixedMatches, FixedSuperGlue
 from ..models.superglue import SuperGlue
 from ..models.superpoint import CELL, SuperPoint
@@ -78,8 +78,16 @@ class FixedPath:
         self.prepare()
 
     def prepare(self) -> None:
-        """Snapshot SuperGlue's weights and settings, forget captured graphs (counts start again)."""
+        """Snapshot the models' weights and settings, forget captured graphs (counts start again).
+
+        With float16 (a GPU's fast mode) SuperPoint's convolutions run in float16, channels-last, on a
+        copy (tensor cores want both; selection and sampling stay float32, and nearly all of float32's
+        keypoints are kept); with bfloat16 (a CPU's fast mode) SuperPoint stays float32, as XFeat always
+        does: bfloat16's 8-bit mantissa moved about 1% of the keypoints in the same check
+        (test_fixed_precision)."""
         self.glue = FixedSuperGlue(self.superglue, self.dtype)
+        half = self.dtype == torch.float16 and isinstance(self.extractor, SuperPoint)
+        self.network = half_superpoint(self.extractor, self.dtype) if half else self.extractor
         self._extract = CapturedCall(self.extract_frames, max_buckets=MAX_GRAPHS, warmup=2, clone_outputs=True)
         self._match: dict[tuple[int, int], CapturedCall] = {}
 
@@ -131,7 +139,7 @@ class FixedPath:
         if isinstance(self.extractor, XFeat):
             height, width = network_hw[0] // CELL * CELL, network_hw[1] // CELL * CELL
             return tuple(self.extractor.detect(images[..., :height, :width], self.extractor.config["max_keypoints"]))
-        return tuple(extract_fixed(self.extractor, images))
+        return tuple(extract_fixed(self.network, images))
 
     def match_slots(self, *slots: torch.Tensor, image_size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         """The captured matching: the two images' slots (keypoints, scores, descriptors, valid each)."""
