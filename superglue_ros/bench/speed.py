@@ -24,6 +24,7 @@ import torch
 from ..data.homographies import sample_homography, warp_image
 from ..inference.dispatch_count import DispatchCounter, DispatchCounts
 from ..inference.fixed_path import FixedPath
+from ..models.sinkhorn_op import LAYOUT_TIMINGS
 from ..metrics import summary
 from ..inference.matcher import Matcher, PairMatch, PairRequest
 from ..inference.pipeline import MATCH_PARTS, STAGES, HomographySettings, PairOutcome, match_pair
@@ -48,6 +49,7 @@ class BenchResult:
     dispatch: DispatchCounts | None = None
     hot_section: DispatchCounts | None = None
     graphs: dict[str, int] | None = None
+    sinkhorn_layouts: dict[str, dict[str, float]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         pair = summarize(self.pair_seconds)
@@ -68,6 +70,7 @@ class BenchResult:
             "dispatch_per_pair": self.dispatch.as_dict() if self.dispatch is not None else None,
             "hot_section_per_pair": self.hot_section.as_dict() if self.hot_section is not None else None,
             "graphs": self.graphs,
+            "sinkhorn_layouts_ms": self.sinkhorn_layouts,
         }
 
 
@@ -211,6 +214,8 @@ def benchmark(matcher: Matcher, frames: Sequence[np.ndarray], mode: str, warmup:
     if matcher.fixed is not None:
         result.graphs = matcher.fixed.stats()
         result.hot_section = count_fixed_section(matcher.fixed, frames)
+        result.sinkhorn_layouts = {f"{device} {shape} x{iterations}": timings
+                                   for (device, shape, iterations), timings in LAYOUT_TIMINGS.items()} or None
     result.dispatch = count_pair(matcher, frames, mode)
     return result
 
@@ -316,4 +321,7 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{format_dispatch(report['hot_section_per_pair'])}")
     if report.get("graphs") is not None:
         lines.append(f"fixed backend calls: {report['graphs']}")
+    for shape, timings in (report.get("sinkhorn_layouts_ms") or {}).items():
+        times = ", ".join(f"{layout} {ms:.3f}" for layout, ms in timings.items()) or "not timed"
+        lines.append(f"Sinkhorn on {shape}, ms per graph replay: {times}")
     return "\n".join(lines)

@@ -15,6 +15,10 @@ import torch
 
 from .optimal_transport import augment_with_dustbins, log_domain_sinkhorn, log_marginals
 
+# CUDA only: (device, shape, iterations) -> milliseconds per graph replay of each Triton layout, filled by
+# sinkhorn_triton.layout_for the first time a shape runs ({} when the timing failed); benchmarks report it.
+LAYOUT_TIMINGS: dict[tuple[str, tuple[int, ...], int], dict[str, float]] = {}
+
 
 @torch.library.custom_op("superglue_ros::log_transport", mutates_args=())
 def log_transport(scores: torch.Tensor, bin_score: torch.Tensor, valid0: torch.Tensor, valid1: torch.Tensor,

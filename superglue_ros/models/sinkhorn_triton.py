@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .sinkhorn_op import LAYOUT_TIMINGS
+
 LOG = logging.getLogger(__name__)
 LAYOUTS = ("fused", "tiled")
 
@@ -212,23 +214,19 @@ def triton_log_transport(scores: torch.Tensor, bin_score: torch.Tensor, valid0: 
     return out
 
 
-# (device, shape, iterations) -> milliseconds per graph replay of each layout ({} when timing failed).
-TIMINGS: dict[tuple[str, tuple[int, ...], int], dict[str, float]] = {}
-
-
 def layout_for(scores: torch.Tensor, bin_score: torch.Tensor, valid0: torch.Tensor, valid1: torch.Tensor,
                iterations: int) -> str:
     """The layout a call should use: "fused" when it runs eagerly (one launch from Python), the faster one
-    by :data:`TIMINGS` while a CUDA graph is being captured. The timing happens at the first eager call of
+    by :data:`LAYOUT_TIMINGS` while a CUDA graph is being captured. The timing happens at the first eager call of
     a shape (a capture's warm-up), since timing synchronises with the host and a capture may not."""
     key = (str(scores.device), tuple(scores.shape), iterations)
     if torch.cuda.is_current_stream_capturing():
-        timings = TIMINGS.get(key)
+        timings = LAYOUT_TIMINGS.get(key)
         return min(timings, key=timings.get) if timings else "fused"
-    if key not in TIMINGS:
-        TIMINGS[key] = time_layouts(lambda layout: triton_log_transport(
+    if key not in LAYOUT_TIMINGS:
+        LAYOUT_TIMINGS[key] = time_layouts(lambda layout: triton_log_transport(
             scores, bin_score, valid0, valid1, iterations, layout=layout))
-        LOG.info("log_transport %s: ms per graph replay %s", key, TIMINGS[key] or "not timed (see above)")
+        LOG.info("log_transport %s: ms per graph replay %s", key, LAYOUT_TIMINGS[key] or "not timed (see above)")
     return "fused"
 
 
