@@ -36,7 +36,6 @@ from ..models.superpoint import SuperPoint
 
 REFERENCE_PACKAGE = "superglue_reference_models"
 OFFICIAL_NAMES = {"superpoint": "superpoint_v1.pth", "superglue": "superglue_indoor.pth"}
-STAGES = ("superpoint", "gnn", "sinkhorn", "pair", "stream")
 COUNTED_STAGES = ("pair", "stream")
 
 
@@ -153,38 +152,31 @@ def side_by_side(reference: ReferenceImplementation, matcher: Matcher, frames: S
     superpoint: one image; gnn: SuperGlue up to the score matrix; sinkhorn: the
     optimal transport of that matrix; pair: two fresh frames matched; stream:
     a new frame matched against the previous one, whose features are kept.
-    Both run on the matcher's device; every timed call is bracketed by a
-    synchronisation of that device.
+    On the fixed backend, superpoint is the fixed extraction from the 8-bit
+    frame (upload and conversion included) and gnn and sinkhorn are one stage,
+    superglue (the fixed SuperGlue on two frames' slots against the
+    reference's SuperGlue on its features), since the fixed path runs them as
+    one call. Both run on the matcher's device; every timed call is bracketed
+    by a synchronisation of that device.
     """
-    result = SideBySide({stage: Timing() for stage in STAGES})
+    result = SideBySide({})
     synchronize = synchronizer(matcher.device)
-    our_superglue: SuperGlue = matcher.superglue
-    our_superpoint: SuperPoint = matcher.extractor
     with torch.inference_mode():
         for repetition in range(warmup + repetitions + 1):
             index = repetition % (len(frames) - 1)  # frames are made on demand: convert only these two
             image0, image1 = (torch.from_numpy(frames[i].astype(np.float32) / 255.0).to(matcher.device)
                               for i in (index, index + 1))
             ref0, ref1 = reference.extract(image0[None, None]), reference.extract(image1[None, None])
-            ours0, ours1 = our_superpoint.extract(image0), our_superpoint.extract(image1)
-            padded0, padded1 = pad_features([ours0], matcher.device)[:4], pad_features([ours1], matcher.device)[:4]
-            raw = our_superglue.score_stages(*padded0, *padded1)["raw_scores"]
-            stages = {
-                "superpoint": (lambda: reference.extract(image1[None, None]), lambda: our_superpoint.extract(image1)),
-                "gnn": (lambda: reference.match(image0[None, None], image1[None, None], ref0, ref1, iterations=0),
-                        lambda: our_superglue.score_stages(*padded0, *padded1)),
-                "sinkhorn": (lambda: reference.log_optimal_transport(
-                    raw, reference.superglue.bin_score, reference.iterations),
-                             lambda: our_superglue.optimal_transport(raw)),
-                "pair": (lambda: reference.match(image0[None, None], image1[None, None],
-                                                 reference.extract(image0[None, None]),
-                                                 reference.extract(image1[None, None])),
-                         lambda: matcher.match(frames[index], frames[index + 1])),
-                "stream": (lambda: reference.match(image0[None, None], image1[None, None], ref0,
-                                                   reference.extract(image1[None, None])),
-                           lambda: matcher.match(frames[index], frames[index + 1], ("stream", index),
-                                                 ("stream", index + 1 + repetition * len(frames)))),
-            }
+            stages = model_stages(reference, matcher, (frames[index], frames[index + 1]), (image0, image1),
+                                  (ref0, ref1))
+            stages["pair"] = (lambda: reference.match(image0[None, None], image1[None, None],
+                                                      reference.extract(image0[None, None]),
+                                                      reference.extract(image1[None, None])),
+                              lambda: matcher.match(frames[index], frames[index + 1]))
+            stages["stream"] = (lambda: reference.match(image0[None, None], image1[None, None], ref0,
+                                                        reference.extract(image1[None, None])),
+                                lambda: matcher.match(frames[index], frames[index + 1], ("stream", index),
+                                                      ("stream", index + 1 + repetition * len(frames))))
             matcher.match(frames[index], frames[index], ("stream", index), ("stream", index))  # cache frame 0
             if repetition == warmup + repetitions:
                 result.counts = {stage: {"reference": count_dispatches(stages[stage][0])[1],
@@ -195,11 +187,40 @@ def side_by_side(reference: ReferenceImplementation, matcher: Matcher, frames: S
                 seconds = timed(first, synchronize), timed(second, synchronize)
                 if repetition >= warmup:
                     t_ref, t_ours = seconds if repetition % 2 == 0 else seconds[::-1]
-                    result.timings[stage].reference.append(t_ref)
-                    result.timings[stage].ours.append(t_ours)
+                    timing = result.timings.setdefault(stage, Timing())
+                    timing.reference.append(t_ref)
+                    timing.ours.append(t_ours)
             if progress is not None:
                 progress()
     return result
+
+
+Stage = tuple[Callable[[], Any], Callable[[], Any]]
+
+
+def model_stages(reference: ReferenceImplementation, matcher: Matcher, frames: tuple[np.ndarray, np.ndarray],
+                 images: tuple[torch.Tensor, torch.Tensor],
+                 features: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]) -> dict[str, Stage]:
+    """The per-model stages of one repetition: (reference, ours) calls, in the order they are timed."""
+    image0, image1 = (image[None, None] for image in images)
+    extract = (lambda: reference.extract(image1))
+    fixed = matcher.fixed
+    if fixed is not None:
+        network_hw = fixed.network_shape(frames[1].shape[:2])
+        slots0, slots1 = (fixed.extract(fixed.upload(frame)) for frame in frames)
+        return {"superpoint": (extract, lambda: fixed.extract(fixed.upload(frames[1]))),
+                "superglue": (lambda: reference.match(image0, image1, *features),
+                              lambda: fixed.match(slots0, slots1, network_hw))}
+    superpoint: SuperPoint = matcher.extractor
+    superglue: SuperGlue = matcher.superglue
+    padded0, padded1 = (pad_features([superpoint.extract(image)], matcher.device)[:4] for image in images)
+    raw = superglue.score_stages(*padded0, *padded1)["raw_scores"]
+    return {"superpoint": (extract, lambda: superpoint.extract(images[1])),
+            "gnn": (lambda: reference.match(image0, image1, *features, iterations=0),
+                    lambda: superglue.score_stages(*padded0, *padded1)),
+            "sinkhorn": (lambda: reference.log_optimal_transport(raw, reference.superglue.bin_score,
+                                                                 reference.iterations),
+                         lambda: superglue.optimal_transport(raw))}
 
 
 def format_side_by_side(result: SideBySide, header: str) -> str:

@@ -138,9 +138,9 @@ def side_by_side_report(args: argparse.Namespace, matcher: Any, frames: list, co
 
     from ..bench.reference import ReferenceImplementation, format_side_by_side, side_by_side
 
-    if args.backend != "torch" or args.precision != "fp32" or not matcher.model_name.startswith("superpoint"):
-        raise CommandError("--reference compares the exact torch models: use the official weights (or none, for "
-                           "deterministic ones), --precision fp32 and --backend torch")
+    if args.backend == "onnxruntime" or not matcher.model_name.startswith("superpoint"):
+        raise CommandError("--reference compares SuperPoint + SuperGlue in torch with the reference: use the "
+                           "official weights (or none, for deterministic ones) and --backend torch or fixed")
     states = {"superpoint": matcher.extractor.state_dict(), "superglue": matcher.superglue.state_dict()}
     try:
         reference = ReferenceImplementation(args.reference, states, args.max_keypoints,
