@@ -187,26 +187,53 @@ def test_strided_max_pool_equals_max_pool2d(shape):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", [(1, 1, 480, 640), (2, 1, 123, 251), (1, 1, 202, 168), (1, 1, 70, 90)])
-def test_inference_heads_are_the_forward_bit_for_bit(superpoint, shape, threads):
-    """The oneDNN path extract takes (strips, fused ReLU, reused buffers) changes no bit of either head, at
-    strip-aligned and ragged heights, batched, with one and two threads; small maps take the plain path."""
+def test_inference_heads_are_the_one_thread_forward_bit_for_bit(superpoint, shape, threads):
+    """The oneDNN path extract takes (strips on one-thread workers, fused ReLU, reused buffers) changes no bit
+    of either head of the forward run with one thread, at strip-aligned and ragged heights, batched, whatever
+    torch's thread count; small maps take the plain path (at the caller's thread count)."""
     from superglue_ros.models import superpoint_onednn
 
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(shape[2]))
     try:
-        images = torch.rand(shape, generator=torch.Generator().manual_seed(shape[2]))
+        torch.set_num_threads(1)
         with torch.no_grad():
-            expected = superpoint(images)
+            one_thread = superpoint(images)
+            layers = superpoint_onednn.plan(superpoint, (1, *shape[1:]))
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            expected = one_thread if layers is not None else superpoint(images)
         with torch.inference_mode():
-            layers = superpoint_onednn.plan(superpoint, shape)
             for _ in range(2):  # the second call reuses the workspace
                 logits, dense = superpoint.heads(images)
                 assert torch.equal(logits, expected[0]) and torch.equal(dense, expected[1])
+        assert torch.get_num_threads() == threads  # the workers' one thread is theirs alone
     finally:
         torch.set_num_threads(before)
     if shape[2] >= 120:  # the pinned torch runs these through oneDNN: the fast path must really be taken
         assert layers is not None
+
+
+def test_onednn_workers_leave_the_callers_thread_count(superpoint):
+    """The workers run with one thread each, and neither the caller nor a thread started afterwards inherits
+    it: a thread's first operation takes torch's default, which the workers must not have changed."""
+    import threading
+
+    from superglue_ros.models import superpoint_onednn
+
+    before = torch.get_num_threads()
+    count = max(2, before)
+    try:
+        torch.set_num_threads(count)
+        workers = superpoint_onednn.one_thread_workers(count)
+        assert {workers.submit(torch.get_num_threads).result() for _ in range(2 * count)} == {1}
+        seen = []
+        fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        fresh.start()
+        fresh.join()
+        assert torch.get_num_threads() == count and seen == [count]
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_onednn_probe_accepts_the_pinned_torch():
@@ -218,9 +245,12 @@ def test_onednn_probe_accepts_the_pinned_torch():
 
 def test_a_torch_without_the_internal_operators_runs_the_plain_forward(superpoint, monkeypatch):
     """What a newer torch whose internals changed gets: the probe fails, the plan is None, extraction still runs
-    and gives the same keypoints as before."""
+    and gives the same keypoints as before. (At one thread: the plain forward runs at the caller's thread count,
+    whose bits are the one-thread workers' only there.)"""
     from superglue_ros.models import superpoint_onednn
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     image = torch.rand(240, 320, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
         fast = superpoint.extract(image)
@@ -238,6 +268,7 @@ def test_a_torch_without_the_internal_operators_runs_the_plain_forward(superpoin
             plain = superpoint.extract(image)
     finally:
         superpoint_onednn.available.cache_clear()
+        torch.set_num_threads(before)
     assert torch.equal(plain.keypoints, fast.keypoints) and torch.equal(plain.descriptors, fast.descriptors)
 
 

@@ -220,13 +220,9 @@ class SuperPoint(nn.Module):
         images = images.to(self.convPa.weight.dtype)
         if (images.device.type == "cpu" and images.dtype == torch.float32 and not torch.is_grad_enabled()
                 and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()):
-            layers = superpoint_onednn.plan(self, (1, *images.shape[1:]))
-            if layers is not None:
-                # One image at a time: a strip of several images no longer fits the caches, so a batch
-                # would only cost (each image's arithmetic is the same either way).
-                heads = [superpoint_onednn.onednn_heads(self, image[None], layers) for image in images]
-                return heads[0] if len(heads) == 1 else (torch.cat([h[0] for h in heads]),
-                                                         torch.cat([h[1] for h in heads]))
+            heads = superpoint_onednn.inference_heads(self, images)
+            if heads is not None:
+                return heads
         return self(images)
 
 
