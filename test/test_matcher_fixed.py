@@ -66,8 +66,10 @@ def in_order(pair: PairMatch, order0: np.ndarray, order1: np.ndarray) -> FixedMa
                         result.matching_scores0[order0][None], result.matching_scores1[order1][None], plan[None])
 
 
-def assert_same_pair(fixed: PairMatch, exact: PairMatch, tolerance: float = 0.0) -> None:
-    """The same keypoints (see :func:`exact_order`), and matches within the golden tolerances."""
+def assert_same_pair(fixed: PairMatch, exact: PairMatch, tolerance: float = 1e-6) -> None:
+    """The same keypoints (see :func:`exact_order`), and matches within the golden tolerances. The default
+    tolerance: the torch backend runs SuperPoint through one-thread oneDNN calls on a CPU, which round some
+    scores' and descriptors' last bits differently from the fixed path's convolutions (2e-7 seen)."""
     order0 = exact_order(fixed.features0, exact.features0, tolerance)
     order1 = exact_order(fixed.features1, exact.features1, tolerance)
     lengths = len(exact.features0), len(exact.features1)
