@@ -15,7 +15,7 @@ logsumexp differs. Two layouts share those sweeps:
   launches, which only pay off replayed from a CUDA graph.
 
 Which is faster depends on the GPU (a robot's few multiprocessors or a data
-centre's many) and on the batch, so :func:`tuned_layout` times both, each
+centre's many) and on the batch, so :func:`layout_for` times both, each
 replayed from a graph, once per shape and device. Importable without a GPU:
 with ``TRITON_INTERPRET=1`` set before the import, Triton's interpreter runs
 the same kernels on CPU tensors (that is how the tests check them).
@@ -36,25 +36,22 @@ LAYOUTS = ("fused", "tiled")
 
 
 @triton.jit
-def _couplings(scores_ptr, bin_score, rows, cols, N, M):
-    """The (rows, cols) tile of the dustbin-augmented couplings, -inf outside the (N+1, M+1) matrix."""
+def _couplings(scores_ptr, stride_r, stride_c, bin_score, rows, cols, N, M):
+    """The (rows, cols) tile of the dustbin-augmented (N+1, M+1) couplings, -inf outside them; the strides
+    give the transposed matrix as well (the column sweep is the row sweep of the transpose)."""
     real = (rows[:, None] < N) & (cols[None, :] < M)
-    tile = tl.load(scores_ptr + rows[:, None] * M + cols[None, :], mask=real, other=0.0)
+    tile = tl.load(scores_ptr + rows[:, None] * stride_r + cols[None, :] * stride_c, mask=real, other=0.0)
     tile = tl.where(real, tile, bin_score)
     inside = (rows[:, None] <= N) & (cols[None, :] <= M)
     return tl.where(inside, tile, float("-inf"))
 
 
 @triton.jit
-def _online_lse(run_max, run_sum, z, AXIS: tl.constexpr):
-    """One tile's step of a streaming logsumexp along AXIS (all -inf stays -inf, as in torch)."""
-    new_max = tl.maximum(run_max, tl.max(z, AXIS))
+def _online_lse(run_max, run_sum, z):
+    """One tile's step of a streaming logsumexp along its rows (all -inf stays -inf, as in torch)."""
+    new_max = tl.maximum(run_max, tl.max(z, 1))
     safe = tl.where(new_max == float("-inf"), 0.0, new_max)
-    if AXIS == 1:
-        shifted = z - safe[:, None]
-    else:
-        shifted = z - safe[None, :]
-    return new_max, run_sum * tl.exp(run_max - safe) + tl.sum(tl.exp(shifted), AXIS)
+    return new_max, run_sum * tl.exp(run_max - safe) + tl.sum(tl.exp(z - safe[:, None]), 1)
 
 
 @triton.jit
@@ -100,35 +97,32 @@ def _start_columns(valid1_ptr, v_ptr, c0, M, log_total, n, BLOCK_C: tl.constexpr
 
 
 @triton.jit
-def _sweep_rows(scores_ptr, bin_score, valid0_ptr, u_ptr, v_ptr, r0, N, M, log_total, m,
-                BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """u = log_mu - logsumexp(couplings + v, over columns), for the rows from r0."""
+def _sweep(scores_ptr, stride_r, stride_c, bin_score, valid_ptr, out_ptr, other_ptr, r0, N, M, log_total,
+           other_count, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """out = log_mu - logsumexp(couplings + other, over columns) for the rows from r0: the row potentials u
+    from v, or, called on the transpose (N and M, strides and blocks swapped), the column potentials v from u."""
     rows = r0 + tl.arange(0, BLOCK_R)
     run_max = tl.full([BLOCK_R], float("-inf"), dtype=tl.float32)
     run_sum = tl.zeros([BLOCK_R], dtype=tl.float32)
     for c0 in range(0, M + 1, BLOCK_C):
         cols = c0 + tl.arange(0, BLOCK_C)
-        v = tl.load(v_ptr + cols, mask=cols <= M, other=float("-inf"))
-        z = _couplings(scores_ptr, bin_score, rows, cols, N, M) + v[None, :]
-        run_max, run_sum = _online_lse(run_max, run_sum, z, 1)
-    log_mu = _log_masses(valid0_ptr, rows, N, log_total, m)
-    tl.store(u_ptr + rows, log_mu - _finish_lse(run_max, run_sum), mask=rows <= N)
+        other = tl.load(other_ptr + cols, mask=cols <= M, other=float("-inf"))
+        z = _couplings(scores_ptr, stride_r, stride_c, bin_score, rows, cols, N, M) + other[None, :]
+        run_max, run_sum = _online_lse(run_max, run_sum, z)
+    log_mu = _log_masses(valid_ptr, rows, N, log_total, other_count)
+    tl.store(out_ptr + rows, log_mu - _finish_lse(run_max, run_sum), mask=rows <= N)
+
+
+@triton.jit
+def _sweep_rows(scores_ptr, bin_score, valid0_ptr, u_ptr, v_ptr, r0, N, M, log_total, m,
+                BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    _sweep(scores_ptr, M, 1, bin_score, valid0_ptr, u_ptr, v_ptr, r0, N, M, log_total, m, BLOCK_R, BLOCK_C)
 
 
 @triton.jit
 def _sweep_columns(scores_ptr, bin_score, valid1_ptr, u_ptr, v_ptr, c0, N, M, log_total, n,
                    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """v = log_nu - logsumexp(couplings + u, over rows), for the columns from c0."""
-    cols = c0 + tl.arange(0, BLOCK_C)
-    run_max = tl.full([BLOCK_C], float("-inf"), dtype=tl.float32)
-    run_sum = tl.zeros([BLOCK_C], dtype=tl.float32)
-    for r0 in range(0, N + 1, BLOCK_R):
-        rows = r0 + tl.arange(0, BLOCK_R)
-        u = tl.load(u_ptr + rows, mask=rows <= N, other=float("-inf"))
-        z = _couplings(scores_ptr, bin_score, rows, cols, N, M) + u[:, None]
-        run_max, run_sum = _online_lse(run_max, run_sum, z, 0)
-    log_nu = _log_masses(valid1_ptr, cols, M, log_total, n)
-    tl.store(v_ptr + cols, log_nu - _finish_lse(run_max, run_sum), mask=cols <= M)
+    _sweep(scores_ptr, 1, M, bin_score, valid1_ptr, v_ptr, u_ptr, c0, M, N, log_total, n, BLOCK_C, BLOCK_R)
 
 
 @triton.jit
@@ -140,7 +134,7 @@ def _write_plan(scores_ptr, bin_score, out_ptr, u_ptr, v_ptr, r0, N, M, log_tota
     for c0 in range(0, M + 1, BLOCK_C):
         cols = c0 + tl.arange(0, BLOCK_C)
         v = tl.load(v_ptr + cols, mask=cols <= M, other=0.0)
-        plan = _couplings(scores_ptr, bin_score, rows, cols, N, M) + u[:, None] + v[None, :] + log_total
+        plan = _couplings(scores_ptr, M, 1, bin_score, rows, cols, N, M) + u[:, None] + v[None, :] + log_total
         inside = (rows[:, None] <= N) & (cols[None, :] <= M)
         tl.store(out_ptr + rows[:, None] * (M + 1) + cols[None, :], plan, mask=inside)
 
