@@ -472,6 +472,36 @@ def test_ground_truth_poses_give_pose_metrics(tmp_path: Path, frames: list[np.nd
     assert "Relative pose" in (tmp_path / "out" / "report.html").read_text()
 
 
+def test_eval_compare_gives_pose_intervals_for_the_same_posed_pairs(
+        tmp_path: Path, frames: list[np.ndarray], weight_files: dict[str, Path], capsys) -> None:
+    bag_path = write_posed_bag(tmp_path / "bag", frames[:4], "pose")
+    run_a = tmp_path / "a"
+    with open_bag(bag_path) as bag:
+        evaluate(bag, EvalConfig(source=str(bag_path), topic=TOPIC, gt_topic="/gt"), fast_matcher(weight_files),
+                 run_a, progress=False)
+    document = json.loads((run_a / "metrics.json").read_text())
+    assert sum(record["pose"] is not None for record in document["pairs"]) == 3
+    for record in document["pairs"]:
+        record["pose"]["superglue"]["error"] = 0.0  # B: every pose exact
+    run_b = tmp_path / "b"
+    run_b.mkdir()
+    (run_b / "metrics.json").write_text(json.dumps(document))
+
+    def interval(text: str) -> tuple[float, float]:
+        found = re.search(r"pose AUC B - A .* over pairs: 5deg \[[-+.0-9]+, [-+.0-9]+\], 10deg \[([-+.0-9]+), "
+                          r"([-+.0-9]+)\]", text)
+        assert found, text
+        return float(found[1]), float(found[2])
+
+    assert interval(run_cli(capsys, "eval-compare", str(run_a), str(run_a))[1]) == (0.0, 0.0)
+    low, high = interval(run_cli(capsys, "eval-compare", str(run_a), str(run_b))[1])
+    assert 0.0 < low <= high
+    assert "over images" not in run_cli(capsys, "eval-compare", str(run_a), str(run_b))[1]  # no synthetic pairs
+    document["pairs"] = document["pairs"][1:]  # other pairs: no pairing
+    (run_b / "metrics.json").write_text(json.dumps(document))
+    assert "95% intervals" not in run_cli(capsys, "eval-compare", str(run_a), str(run_b))[1]
+
+
 @pytest.mark.parametrize("k", [np.zeros(9), np.full(9, np.nan)], ids=["zeros", "nan"])
 def test_camera_info_without_intrinsics_is_counted_not_fatal(tmp_path: Path, frames: list[np.ndarray],
                                                              weight_files: dict[str, Path], k: np.ndarray) -> None:

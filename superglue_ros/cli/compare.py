@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     if differing:
         print(f"note: the runs differ in {', '.join(differing)}; differences may reflect the data, not the model")
     print(format_table(rows, ["metric", "A", "B", "B - A", ""]))
-    intervals = None if differing else paired_auc_intervals(doc_a, doc_b)
-    if intervals is not None and not any(math.isnan(low) for low, _ in intervals.values()):  # NaN: one image
-        print("SG AUC B - A on the same pairs, 95% intervals over images: "
-              + ", ".join(f"{t:g}px [{low:+.3f}, {high:+.3f}]" for t, (low, high) in intervals.items()))
+    for kind, intervals in [] if differing else paired_auc_intervals(doc_a, doc_b):
+        if not any(math.isnan(low) for low, _ in intervals.values()):  # NaN: one image or pair
+            bounds = (f"{t:g}{kind.unit} [{low:+.3f}, {high:+.3f}]" for t, (low, high) in intervals.items())
+            print(f"{kind.label}: {', '.join(bounds)}")
     print(f"{regressions} regression(s)" if regressions else "no regressions")
     return 1 if regressions and args.fail_on_regression else 0

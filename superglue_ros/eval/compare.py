@@ -3,12 +3,15 @@
 Run B is the candidate: a metric that got worse than run A by more than its
 tolerance is flagged, so CI can gate on it. For two synthetic runs over the
 same pairs (two models, say), SuperGlue's AUC change gets a 95% interval
-that resamples whole source images.
+that resamples whole source images; for two pose runs over the same pairs,
+its pose AUC change one that resamples pairs.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from .. import metrics
 from .schema import Document, Summary
@@ -102,24 +105,46 @@ def differing_inputs(doc_a: Document, doc_b: Document) -> list[str]:
     return [key for key in INPUT_KEYS if doc_a.input.get(key) != doc_b.input.get(key)]
 
 
-def paired_auc_intervals(doc_a: Document, doc_b: Document) -> dict[float, tuple[float, float]] | None:
-    """95% intervals of SuperGlue's synthetic AUC change B - A, for runs with the same inputs.
+@dataclass(frozen=True)
+class PairedAuc:
+    """One kind of per-pair error that two runs over the same pairs can be compared on."""
 
-    Pairing the runs pair by pair and resampling whole source images (see
+    label: str  # what the CLI prints before the intervals
+    key: str  # the pair record's entry
+    thresholds: tuple[float, ...]
+    unit: str
+    by_source_image: bool  # resample whole source images (synthetic warps of one image) or pairs alone
+
+    def errors(self, doc: Document) -> tuple[list[tuple[Any, ...]], list[float | None]]:
+        """The scored pairs' identities and SuperGlue's errors (a failure's infinite error is null in JSON;
+        error_auc counts it, as NaN, as a failure)."""
+        records = [r for r in doc.pairs if r.get(self.key)]
+        field = "corner_error" if self.key == "synthetic" else "error"
+        return ([(r["frame0"], r["frame1"], r.get("name0"), r.get("name1")) for r in records],
+                [r[self.key]["superglue"][field] for r in records])
+
+
+PAIRED = (PairedAuc("SG AUC B - A on the same pairs, 95% intervals over images", "synthetic",
+                    metrics.HOMOGRAPHY_AUC_THRESHOLDS, "px", True),
+          PairedAuc("SG pose AUC B - A on the same pairs, 95% intervals over pairs", "pose",
+                    metrics.POSE_AUC_THRESHOLDS, "deg", False))
+
+
+def paired_auc_intervals(doc_a: Document, doc_b: Document) -> list[tuple[PairedAuc, dict[float, tuple[float, float]]]]:
+    """95% intervals of SuperGlue's AUC change B - A, for each kind of error both runs scored on the same pairs.
+
+    Pairing the runs pair by pair and resampling (see
     ``metrics.auc_difference_interval``) tells a real change from the luck
-    of a few images; None when the runs' synthetic pairs differ.
+    of a few images or pairs; a kind is left out when the runs' scored pairs
+    differ.
     """
-    def errors(doc: Document) -> tuple[list[tuple[int, int]], list[float | None]]:
-        records = [r for r in doc.pairs if "synthetic" in r]
-        # A failed estimate's infinite error is null in JSON; error_auc counts it (as NaN) as a failure.
-        return ([(r["frame0"], r["frame1"]) for r in records],
-                [r["synthetic"]["superglue"]["corner_error"] for r in records])
-
-    (frames_a, errors_a), (frames_b, errors_b) = errors(doc_a), errors(doc_b)
-    if not frames_a or frames_a != frames_b:
-        return None
-    return metrics.auc_difference_interval(errors_b, errors_a, [f[0] for f in frames_a],
-                                           metrics.HOMOGRAPHY_AUC_THRESHOLDS)
+    found = []
+    for kind in PAIRED:
+        (pairs_a, errors_a), (pairs_b, errors_b) = kind.errors(doc_a), kind.errors(doc_b)
+        if pairs_a and pairs_a == pairs_b:
+            groups = [pair[0] for pair in pairs_a] if kind.by_source_image else list(range(len(pairs_a)))
+            found.append((kind, metrics.auc_difference_interval(errors_b, errors_a, groups, kind.thresholds)))
+    return found
 
 
 def _cell(value: float | None) -> str:
