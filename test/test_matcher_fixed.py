@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,7 @@ import torch
 
 from superglue_ros import Features, SuperGlue
 from superglue_ros.inference.dispatch_count import DispatchCounter
-from superglue_ros.inference.fixed_path import FixedPath
+from superglue_ros.inference.fixed_path import MAX_SIZES, FixedPath
 from superglue_ros.inference.matcher import Matcher, PairMatch, PairRequest
 from superglue_ros.inference.model_files import save_open_model
 from superglue_ros.models.fixed_superglue import FixedMatches
@@ -259,3 +260,107 @@ def test_the_fast_precisions_are_the_fixed_gnns_type(weight_files):
     assert torch.equal(ours.features0.keypoints, exact.features0.keypoints)
     pairs = ours.result.pairs()
     assert len(pairs) > 0 and torch.equal(ours.result.matches1[pairs[:, 1]], pairs[:, 0])
+
+
+# Inputs a robot sends (found by a fuzzing pass): each behaves on the fixed backend as on the torch backend.
+
+def both_backends(weight_files: dict[str, Path], budget: int = 128, **settings) -> tuple[Matcher, Matcher]:
+    """The torch and the fixed backend with the same small settings."""
+    settings = dict(**model_files(weight_files), extractor={"max_keypoints": budget},
+                    superglue={"sinkhorn_iterations": 20, "match_threshold": 0.0}, **settings)
+    return Matcher(**settings), Matcher(backend="fixed", **settings)
+
+
+@pytest.mark.parametrize("size, budget, resize", [((9, 13), 100, None), ((15, 15), 100, None),
+                                                  ((120, 160), 100, 13)])
+def test_frames_whose_whole_cells_hold_fewer_pixels_than_slots_go_through_the_torch_backend(
+        weight_files, size, budget, resize):
+    """SuperPoint's map covers only whole 8x8 cells (9x13 -> 8x8 = 64 positions for 100 slots)."""
+    exact, fixed = both_backends(weight_files, budget, resize=resize)
+    frames = [cv2.resize(frame, size[::-1]) for frame in small_frames(2)]
+    assert_same_pair(fixed.match(*frames), exact.match(*frames))
+
+
+def test_a_border_wider_than_the_frame_leaves_no_keypoints(weight_files):
+    exact, fixed = both_backends(weight_files)
+    for matcher in (exact, fixed):
+        matcher.configure(extractor={"remove_borders": 121})
+    frames = small_frames(2)
+    pair = fixed.match(*frames)
+    assert len(pair.features0) == len(pair.features1) == 0
+    assert_same_pair(pair, exact.match(*frames))
+
+
+@pytest.mark.parametrize("value", [0, 255])
+def test_flat_frames_keep_as_many_keypoints_with_the_same_scores(weight_files, value):
+    """Tied scores at the budget's cut-off: topk may keep other tied positions (see fixed_keypoints), never
+    other scores."""
+    exact, fixed = both_backends(weight_files)
+    flat = np.full((120, 160), value, np.uint8)
+    ours, theirs = fixed.extract(flat), exact.extract(flat)
+    assert len(ours) == len(theirs) > 0
+    assert torch.allclose(ours.scores.sort().values, theirs.scores.sort().values, rtol=0, atol=1e-6)
+
+
+def test_writing_to_results_is_an_error_on_both_backends(weight_files):
+    """Results share the cached frames' tensors; they are inference tensors on both backends, so that a write
+    to them stops with torch's error rather than passing unnoticed."""
+    frames = small_frames(2)
+    for matcher in both_backends(weight_files):
+        pair = matcher.match(frames[0], frames[1], "a", "b")
+        for tensor in (pair.features0.keypoints, pair.features0.scores, pair.features0.descriptors,
+                       pair.result.matches0, pair.result.log_assignment):
+            with pytest.raises(RuntimeError, match="[Ii]nference"):
+                tensor.add_(1)
+
+
+def test_read_only_frames_are_matched_without_warnings_and_left_untouched(weight_files):
+    frames = small_frames(2)
+    for frame in frames:
+        frame.setflags(write=False)  # as np.frombuffer gives a ROS message's data
+    exact, fixed = both_backends(weight_files)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pair = fixed.match(*frames)
+    assert_same_pair(pair, exact.match(*frames))
+    assert np.array_equal(frames[0], small_frames(1)[0])
+
+
+def test_a_batch_given_as_an_iterator_is_matched_whole(weight_files):
+    frames = small_frames(4)
+    requests = [PairRequest(frames[0], frames[1]), PairRequest(frames[2], frames[3])]
+    for matcher in both_backends(weight_files):
+        pairs = matcher.match_batch(iter(requests))
+        assert len(pairs) == 2
+        assert_same_pair(pairs[1], matcher.match(frames[2], frames[3]))
+
+
+@pytest.mark.parametrize("image, error, message", [
+    (np.zeros(5, np.uint8), ValueError, r"must be \(H, W\)"), (np.zeros((), np.uint8), ValueError, r"must be \(H, W\)"),
+    ([[0, 1], [2, 3]], TypeError, "numpy array")])
+def test_what_is_not_an_image_is_refused_alike(weight_files, image, error, message):
+    for matcher in both_backends(weight_files):
+        with pytest.raises(error, match=message):
+            matcher.match(image, small_frames(1)[0])
+
+
+def test_a_refused_setting_is_one_error_and_changes_nothing(weight_files):
+    """Handing back the whole config (with the descriptor length the weights fix) is refused once: no second
+    error from undoing a change that never happened."""
+    for matcher in both_backends(weight_files):
+        before = dict(matcher.extractor.config)
+        with pytest.raises(ValueError, match="descriptor_dim") as refused:
+            matcher.configure(extractor={**before, "descriptor_dim": 128}, superglue={"match_threshold": 0.5})
+        assert refused.value.__context__ is None
+        assert matcher.extractor.config == before and matcher.superglue.config["match_threshold"] == 0.0
+
+
+def test_matching_graphs_are_kept_for_the_most_recent_sizes_only(weight_files):
+    """A stream of ever new frame sizes must not keep adding CUDA graphs; the counts of every call stay."""
+    _, fixed = both_backends(weight_files, 64)
+    frames = small_frames(2)
+    sizes = [(120 - 8 * i, 160) for i in range(MAX_SIZES + 2)]
+    for height, width in sizes:
+        fixed.match(*(frame[:height, :width] for frame in frames))
+    assert len(fixed.fixed._match) == MAX_SIZES
+    assert fixed.fixed.stats() == {"eager: inputs not on a CUDA device": 2 * len(sizes)}

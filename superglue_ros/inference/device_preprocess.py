@@ -54,7 +54,8 @@ class DevicePreprocess:
         if frame.dtype != np.uint8:
             raise ValueError(f"device preprocessing takes 8-bit frames, got {frame.dtype}; use to_gray_float")
         if self.device.type != "cuda":
-            return torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)
+            # np.require copies a read-only frame (a ROS message's buffer): a tensor never shares one
+            return torch.from_numpy(np.require(frame, requirements=("C", "W"))).to(self.device)
         if self._staging is None or tuple(self._staging.shape) != frame.shape:
             self._staging = torch.empty(frame.shape, dtype=torch.uint8, pin_memory=True)
             self._read = None

@@ -11,8 +11,10 @@ Between the upload and the one download of a batch nothing waits for the host
 and no tensor is made from Python values, so on CUDA extraction and matching
 are each captured once per shape and replayed (:class:`CapturedCall`, which
 counts every eager fallback); on the CPU the same arithmetic runs eagerly,
-which is how CI tests it. The valid slots are the exact path's keypoints, and
-the matches agree with it within the golden tolerances.
+which is how CI tests it. The valid slots are the exact path's keypoints (but
+for ties at the budget's cut-off, see :mod:`..models.fixed_keypoints`), and
+the matches agree with it within the golden tolerances. Its cost follows
+``max_keypoints``, not the number of keypoints found: every slot is matched.
 
 A frame that does not fit (not 8-bit, smaller than one 8x8 cell, fewer pixels
 than the budget) goes through the exact extractor instead, and a pair whose
@@ -23,8 +25,8 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -39,8 +41,12 @@ from .cuda_graph import CapturedCall
 from .device_preprocess import DevicePreprocess
 from .preprocess import resized_shape
 
-# Shapes captured per call: frame shapes and batch sizes of extraction, slot batches of matching.
+# Shapes captured per call: frame shapes and batch sizes of extraction, slot batches of matching; and the
+# network sizes whose matching graphs are kept at once (the least recently used size's go first).
 MAX_GRAPHS = 8
+MAX_SIZES = 4
+Key = TypeVar("Key")
+Value = TypeVar("Value")
 
 
 def check_fixed(extractor: Any, superglue: Any) -> None:
@@ -90,10 +96,11 @@ class FixedPath:
         self.network = half_superpoint(self.extractor, self.dtype) if half else self.extractor
         self._extract = CapturedCall(self.extract_frames, max_buckets=MAX_GRAPHS, warmup=2, clone_outputs=True)
         self._match: dict[tuple[int, int], CapturedCall] = {}
+        self._retired: Counter[str] = Counter()  # the counts of matching calls of sizes no longer kept
 
     def stats(self) -> dict[str, int]:
         """How extraction and matching calls ran: captured, replayed, or eager and why."""
-        total: Counter[str] = Counter(self._extract.stats)
+        total: Counter[str] = Counter(self._extract.stats) + self._retired
         for call in self._match.values():
             total.update(call.stats)
         return dict(total)
@@ -103,10 +110,8 @@ class FixedPath:
 
     def fits(self, frame: np.ndarray) -> bool:
         """Whether the frame goes through the fixed extraction: 8-bit, at least one 8x8 cell, and at least
-        as many pixels searched as keypoint slots."""
-        height, width = self.network_shape(frame.shape[:2])
-        if isinstance(self.extractor, XFeat):
-            height, width = height // CELL * CELL, width // CELL * CELL
+        as many pixels searched (the whole 8x8 cells) as keypoint slots."""
+        height, width = (side // CELL * CELL for side in self.network_shape(frame.shape[:2]))
         return (frame.dtype == np.uint8 and min(height, width) >= CELL
                 and height * width >= self.extractor.config["max_keypoints"])
 
@@ -126,10 +131,12 @@ class FixedPath:
     @torch.inference_mode()
     def match(self, slots0: FixedKeypoints, slots1: FixedKeypoints, network_hw: tuple[int, int]) -> FixedMatches:
         """B pairs of slots of frames of network size ``network_hw`` -> their matches on the device."""
-        if network_hw not in self._match:
-            self._match[network_hw] = CapturedCall(functools.partial(self.match_slots, image_size=network_hw),
-                                                   max_buckets=MAX_GRAPHS, warmup=2, clone_outputs=True)
-        return FixedMatches(*self._match[network_hw](*slots0, *slots1))
+        call, dropped = most_recent(self._match, network_hw, lambda: CapturedCall(
+            functools.partial(self.match_slots, image_size=network_hw), max_buckets=MAX_GRAPHS, warmup=2,
+            clone_outputs=True))
+        if dropped is not None:
+            self._retired.update(dropped.stats)
+        return FixedMatches(*call(*slots0, *slots1))
 
     def extract_frames(self, *frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The captured extraction: uint8 frames -> network inputs on the device -> keypoints in slots."""
@@ -144,6 +151,16 @@ class FixedPath:
     def match_slots(self, *slots: torch.Tensor, image_size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         """The captured matching: the two images' slots (keypoints, scores, descriptors, valid each)."""
         return tuple(self.glue(*slots, image_size))
+
+
+def most_recent(cache: dict[Key, Value], key: Key, make: Callable[[], Value]) -> tuple[Value, Value | None]:
+    """``cache[key]``, made if missing and moved to the end (dicts keep insertion order), and the least
+    recently used entry it dropped to stay within MAX_SIZES (None if none): a stream of ever new frame
+    sizes must not keep adding CUDA graphs."""
+    value = cache.pop(key) if key in cache else make()
+    dropped = cache.pop(next(iter(cache))) if len(cache) >= MAX_SIZES else None
+    cache[key] = value
+    return value, dropped
 
 
 def stack(slots: Sequence[FixedKeypoints]) -> FixedKeypoints:

@@ -26,15 +26,17 @@ from ..timing import StageClock
 from .backends.protocol import Extractor, PairMatcher
 from .fixed_path import FixedPath, check_fixed, download, row, slot_features, slot_result, stack
 from .loading import load_models
-from .preprocess import MAX_IMAGE_PIXELS, RESIZE_SIDE, check_image_size, resize_gray, resized_shape, to_gray_float
+from .preprocess import (MAX_IMAGE_PIXELS, RESIZE_SIDE, check_image_size, checked_frame, resize_gray, resized_shape,
+                         to_gray_float)
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICE = Setting("device", str, "cpu", "cpu, cuda or cuda:N")
 PRECISION = Setting("precision", str, "fp32", "fp32 is exact; bf16 (CPU) or fp16 (CUDA) is faster",
                     choices=tuple(PRECISIONS))
-BACKEND = Setting("backend", str, "torch", "torch (exact); fixed: keypoints in max_keypoints slots, no host "
-                  "synchronisation, replayed as CUDA graphs on CUDA (SuperPoint or XFeat models; frames that do not "
-                  "fit go through torch); onnxruntime: exported fp32 graphs, near-exact",
+BACKEND = Setting("backend", str, "torch", "torch (exact); fixed: keypoints in max_keypoints slots (every slot "
+                  "is matched: the cost follows max_keypoints), no host synchronisation, replayed as CUDA graphs on "
+                  "CUDA (SuperPoint or XFeat models; frames that do not fit go through torch); onnxruntime: exported "
+                  "fp32 graphs, near-exact",
                   choices=("torch", "fixed", "onnxruntime"))
 ONNX_DIR = Setting("onnx_dir", str, "", "backend onnxruntime: folder for the exported graphs, reused across "
                    "starts (empty: export to a temporary folder at every start)")
@@ -174,19 +176,23 @@ class Matcher:
         features were detected under the old one.
         """
         previous = dict(self.extractor.config), dict(self.superglue.config)
+
+        def undo_extractor() -> None:
+            self.extractor.configure(**{k: v for k, v in previous[0].items() if k in (extractor or {})})
+
+        if extractor:
+            self.extractor.configure(**extractor)  # a refusing model keeps its settings
         try:
-            if extractor:
-                self.extractor.configure(**extractor)
             if superglue:
                 self.superglue.configure(**superglue)
         except ValueError:
-            self.extractor.configure(**{k: v for k, v in previous[0].items() if k in (extractor or {})})
+            undo_extractor()
             raise
         if self.fixed is not None:
             try:
                 check_fixed(self.extractor, self.superglue)
             except ValueError:  # both models took the changes, so they take their old values back
-                self.extractor.configure(**{k: v for k, v in previous[0].items() if k in (extractor or {})})
+                undo_extractor()
                 self.superglue.configure(**{k: v for k, v in previous[1].items() if k in (superglue or {})})
                 raise
         if extractor and self.extractor.config != previous[0]:
@@ -209,6 +215,7 @@ class Matcher:
     def match_batch(self, requests: Sequence[PairRequest]) -> list[PairMatch]:
         """Match several pairs: frames not cached go through the extractor in one call per image size,
         then all pairs through SuperGlue as one padded batch. ``timings`` are the batch's, shared."""
+        requests = list(requests)  # read once, also when given as an iterator
         if self.fixed is not None:
             return self._match_fixed(requests)
         timings = {"preprocess": 0.0, "extract": 0.0}
@@ -246,7 +253,7 @@ class Matcher:
                     continue
                 if key is not None:
                     first_of_key[key] = index
-                check_image_size(image.shape, self.max_image_pixels)
+                check_image_size(checked_frame(image, self.channel_order).shape, self.max_image_pixels)
                 gray = to_gray_float(image, self.channel_order)
                 network_hw = resized_shape(gray.shape[0], gray.shape[1], self.resize)
                 tensor = upload(resize_gray(gray, network_hw), self.device)
@@ -307,7 +314,7 @@ class Matcher:
                     continue
                 if key is not None:
                     first_of_key[key] = index
-                check_image_size(image.shape, self.max_image_pixels)
+                check_image_size(checked_frame(image, self.channel_order).shape, self.max_image_pixels)
                 if not self.fixed.fits(image):
                     exact.append(index)
                     continue
@@ -321,6 +328,7 @@ class Matcher:
                      for group in pending.values()]
         return frames, fresh, repeats
 
+    @torch.inference_mode()  # inference tensors, as the torch backend's: writing to the cache is an error
     def _finish_frames(self, frames: list[Frame | None], fresh: list[FreshFrames], host: list[np.ndarray],
                        keys: Sequence[Hashable | None], repeats: dict[int, int]) -> list[Frame]:
         """The new frames' Features from their downloaded slots, remembered under their keys."""
@@ -336,6 +344,7 @@ class Matcher:
             frames[position] = frames[first]
         return frames  # type: ignore[return-value]
 
+    @torch.inference_mode()
     def _fixed_results(self, frames: list[Frame], matched: list[tuple[list[int], Any]],
                        host: list[np.ndarray]) -> list[MatchResult]:
         """Each pair's MatchResult: from its downloaded slot matches, or (no slots on a side, two network

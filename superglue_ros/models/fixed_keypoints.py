@@ -8,6 +8,10 @@ the whole map, and slots beyond the number of survivors are marked invalid.
 The valid keypoints are the exact path's, in its order (raster order when all
 survivors fit the budget, descending score otherwise), so that a caller can
 check one against the other and a GPU can replay the whole section as a graph.
+One exception: where scores tie at the budget's cut-off (flat black or
+saturated areas), ``topk`` picks which of the tied positions are kept, here
+from the whole map and there from the list of survivors, so the two may keep
+different positions with the same scores.
 """
 from __future__ import annotations
 
@@ -45,10 +49,11 @@ def candidate_scores(heat: torch.Tensor, threshold: float, border: int) -> torch
     """(B, 1, H, W) NMS'd probabilities -> (B, H*W) scores with -inf wherever the exact path drops a
     position (at most ``threshold``, or within ``border`` of an edge)."""
     b, _, height, width = heat.shape
-    inner = heat[..., border:max(border, height - border), border:max(border, width - border)]
+    top, left = min(border, height), min(border, width)  # a border wider than the map leaves nothing
+    inner = heat[..., top:max(top, height - border), left:max(left, width - border)]
     inner = inner.masked_fill(inner <= threshold, float("-inf"))
-    pad_y = (border, height - border - inner.shape[-2])
-    pad_x = (border, width - border - inner.shape[-1])
+    pad_y = (top, height - top - inner.shape[-2])
+    pad_x = (left, width - left - inner.shape[-1])
     return F.pad(inner, (*pad_x, *pad_y), value=float("-inf")).view(b, height * width)
 
 
