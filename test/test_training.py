@@ -18,7 +18,9 @@ from superglue_ros.models.superglue import SuperGlue
 from superglue_ros.data.homographies import sample_homography
 from superglue_ros.train.batches import collate, make_pair, sample_pair, step_keypoints, training_batch
 from superglue_ros.train.config import TrainConfig, extractor_config, superglue_config
-from superglue_ros.train.loop import checkpoint_path, initialise_from, nll_loss, resumed_config, train, training_step
+from superglue_ros.models.types import Features
+from superglue_ros.train.loop import (checkpoint_path, initialise_from, nll_loss, resumed_config,
+                                      start_from_descriptors, train, training_step)
 
 
 def textured(seed: int, height: int = 240, width: int = 320) -> np.ndarray:
@@ -253,6 +255,25 @@ def test_scale_orientation_inputs_start_at_zero_from_a_model_without_them(tmp_pa
         initialise_from(SuperGlue(**superglue_config(128, 1, 20)), str(_saved(tmp_path, oriented)))
 
 
+def test_a_model_started_from_descriptors_matches_them_before_training() -> None:
+    """``--start descriptors``: whatever the keypoints, the untrained model keeps each of 30 shared descriptors
+    (seen again with noise, in another order) with its own and matches nothing to the 10 new ones."""
+    generator = torch.Generator().manual_seed(5)
+    unit = lambda n: torch.nn.functional.normalize(torch.randn(n, 64, generator=generator), dim=1)  # noqa: E731
+    shared, order = unit(30), torch.randperm(30, generator=generator)
+    descriptors0 = torch.cat([shared, unit(10)])
+    descriptors1 = torch.nn.functional.normalize(torch.cat([shared[order] + 0.05 * unit(30), unit(10)]), dim=1)
+    features = [Features(torch.rand(40, 2, generator=generator) * 300, torch.rand(40, generator=generator),
+                         descriptors, (240, 320)) for descriptors in (descriptors0, descriptors1)]
+    model = SuperGlue(**superglue_config(64, 3, 50))
+    start_from_descriptors(model)
+    with torch.inference_mode():
+        matches0 = model.eval().match(*features).matches0
+    assert torch.equal(matches0[:30], torch.argsort(order)) and bool((matches0[30:] == -1).all())
+    assert not SuperGlue(**superglue_config(64, 3, 50)).eval().match(*features).matches0[:30].eq(
+        torch.argsort(order)).all()  # a random start does not
+
+
 def _saved(folder: Path, model: SuperGlue) -> Path:
     path = folder / "saved.pt"
     save_open_model(path, model, {"name": "sift", "max_keypoints": 64}, {})
@@ -267,6 +288,13 @@ def test_train_command(image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert "wrote" in capsys.readouterr().out
     assert main(["train", "--images", str(tmp_path / "missing"), "--steps", "1"]) == 2
     assert main(["train", "--images", str(image_dir), "--steps", "1", "--init", str(tmp_path / "none.pt")]) == 2
+    assert main(["train", "--images", str(image_dir), "--steps", "1", "--init", "sift_open",
+                 "--start", "descriptors"]) == 2
+    assert "--start applies to a model without --init" in capsys.readouterr().err
+    started = tmp_path / "started.pt"
+    assert main(["train", "--images", str(image_dir), "--steps", "1", "--batch", "1", "--keypoints", "32",
+                 "--layers", "1", "--out", str(started), "--start", "descriptors", "--threads", "1"]) == 0
+    assert load_open_model(started)[2]["train_config"]["start"] == "descriptors"
     assert main(["train", "--images", str(image_dir), "--keypoints", "32", "--min-keypoints", "64"]) == 2
     assert main(["train", "--images", str(image_dir), "--keypoint-imbalance", "0.5"]) == 2
     assert main(["train", "--images", str(image_dir), "--keypoint-imbalance", "2"]) == 2

@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--crop H W must be at least 16 pixels each")
     if args.scenes and not (Path(args.scenes) / "pairs.txt").is_file():
         raise CommandError(f"--scenes {args.scenes}: no pairs.txt (make one with superglue-ros pairs scenes)")
+    if args.init and args.start != "random":
+        raise CommandError("--start applies to a model without --init (that model's weights are the start)")
     if args.resume and not Path(args.resume).is_file():
         raise CommandError(f"--resume {args.resume}: no such file")
     # the checkpoint may replace the --resume file (that is how a run goes on), nothing else an input

@@ -11,7 +11,8 @@ from ..settings import MAX_THREADS, SEED, Setting
 # The run's identity: a resumed run takes these from its checkpoint.
 RUN_FIELDS = ("images", "extractor", "batch", "lr", "seed", "num_keypoints", "crop", "max_side",
               "layers", "sinkhorn_iterations", "val_pairs", "init", "min_keypoints",
-              "keypoint_imbalance", "scale_orientation", "contrast_threshold", "max_strength", "scenes", "scene_share")
+              "keypoint_imbalance", "scale_orientation", "contrast_threshold", "max_strength", "scenes", "scene_share",
+              "start")
 DESCRIPTOR_DIMS = {"sift": 128, "superpoint": 256, "xfeat": 64}
 
 # Every training option with a value, declared once: `superglue-ros train` is made from these, and TrainConfig
@@ -36,6 +37,10 @@ MAX_STRENGTH_SETTING = Setting("max_strength", float, 1.0, "draw each training w
                                "validation stays at 1", 1.0, MAX_STRENGTH)
 SCENE_SHARE = Setting("scene_share", float, 0.5, "with --scenes: the share of training pairs that are scene pairs",
                       0.0, 1.0)
+START = Setting("start", str, "random", "how a model without --init starts: random (PyTorch's initialisation) or "
+                "descriptors (the GNN's updates and the keypoint encoding at zero, the final projection a scaled "
+                "identity: the untrained model matches by descriptor similarity, so training starts from mutual "
+                "nearest neighbours' quality instead of chance)", choices=("random", "descriptors"))
 CHECKPOINT_EVERY = Setting("checkpoint_every", int, 100, "steps between checkpoints", 1)
 VAL_EVERY = Setting("val_every", int, 100, "steps between validations", 1)
 DEVICE = Setting("device", str, "cpu", "cpu, cuda or cuda:N")
@@ -43,7 +48,8 @@ THREADS = Setting("threads", int, 0, "CPU threads for torch and OpenCV (0: their
 WORKERS = Setting("workers", int, 0, "processes that extract features for the next steps while the model trains; "
                   "the weights do not depend on it (0: extract in the training process)", 0)
 SETTINGS = (EXTRACTOR, STEPS, BATCH, LR, LAYERS, KEYPOINTS, MIN_KEYPOINTS, KEYPOINT_IMBALANCE, SEED,
-            CONTRAST_THRESHOLD, MAX_STRENGTH_SETTING, SCENE_SHARE, CHECKPOINT_EVERY, VAL_EVERY, DEVICE, WORKERS)
+            CONTRAST_THRESHOLD, MAX_STRENGTH_SETTING, SCENE_SHARE, START, CHECKPOINT_EVERY, VAL_EVERY, DEVICE,
+            WORKERS)
 DEFAULT_CROP = (360, 480)  # H, W of the random training views
 FLAGS = {"extractor": ("--extractor", "--features"), "num_keypoints": ("--keypoints",)}
 
@@ -78,6 +84,7 @@ class TrainConfig:
     max_strength: float = MAX_STRENGTH_SETTING.default
     scenes: str | None = None  # a folder of rendered 3D pairs (superglue-ros pairs scenes)
     scene_share: float = SCENE_SHARE.default
+    start: str = START.default
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # larger training images are refused before they are decoded
 
 
