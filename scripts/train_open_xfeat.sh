@@ -73,6 +73,6 @@ for weights in "$OUT/xfeat_open.pt" sift_open; do
   "${SG[@]}" eval "$OUT/wide_val/pairs.txt" --images "$OUT/wide_val" --weights "$weights" --device "$DEVICE" \
     --out "$OUT/eval_wide_$name" --no-progress
   "${SG[@]}" eval "$DATA/heldout" --synthetic-homography --warps 5 --resize 640 --weights "$weights" \
-    --device "$DEVICE" --out "$OUT/eval_homography_$name" --no-progress
+    --device "$DEVICE" --out "$OUT/eval_homography_$name" --no-progress "${PIXELS[@]}"
 done
 echo "summaries: $OUT/eval_*/metrics.json"

@@ -110,6 +110,9 @@ def test_max_strength_draws_stronger_training_warps() -> None:
     config = TrainConfig(images="unused", max_strength=1.5)
     assert resumed_config(TrainConfig(images="unused"),
                           {"train_config": dataclasses.asdict(config)}).max_strength == 1.5
+    older = {k: v for k, v in dataclasses.asdict(config).items() if k != "start"}  # from before --start
+    assert resumed_config(TrainConfig(images="unused", start="descriptors"),
+                          {"train_config": older}).start == "random"
 
 
 def test_plain_images_are_redrawn_and_a_blank_folder_is_an_error() -> None:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ from ..inference.dispatch_count import DispatchCounts, count_dispatches
 from ..inference.matcher import Matcher
 from ..models.superglue import SuperGlue, pad_features
 from ..models.superpoint import SuperPoint
+
+T = TypeVar("T")
 
 REFERENCE_PACKAGE = "superglue_reference_models"
 OFFICIAL_NAMES = {"superpoint": "superpoint_v1.pth", "superglue": "superglue_indoor.pth"}
@@ -214,13 +216,22 @@ def model_stages(reference: ReferenceImplementation, matcher: Matcher, frames: t
     superpoint: SuperPoint = matcher.extractor
     superglue: SuperGlue = matcher.superglue
     padded0, padded1 = (pad_features([superpoint.extract(image)], matcher.device)[:4] for image in images)
-    raw = superglue.score_stages(*padded0, *padded1)["raw_scores"]
+    raw = in_precision(matcher, lambda: superglue.score_stages(*padded0, *padded1))()["raw_scores"]
     return {"superpoint": (extract, lambda: superpoint.extract(images[1])),
             "gnn": (lambda: reference.match(image0, image1, *features, iterations=0),
-                    lambda: superglue.score_stages(*padded0, *padded1)),
+                    in_precision(matcher, lambda: superglue.score_stages(*padded0, *padded1))),
             "sinkhorn": (lambda: reference.log_optimal_transport(raw, reference.superglue.bin_score,
                                                                  reference.iterations),
-                         lambda: superglue.optimal_transport(raw))}
+                         in_precision(matcher, lambda: superglue.optimal_transport(raw)))}
+
+
+def in_precision(matcher: Matcher, call: Callable[[], T]) -> Callable[[], T]:
+    """``call`` under the matcher's precision, as its pair and stream stages run SuperGlue (fp16 and bf16
+    through autocast)."""
+    def run() -> T:
+        with matcher._autocast():
+            return call()
+    return run
 
 
 def format_side_by_side(result: SideBySide, header: str) -> str:

@@ -111,6 +111,7 @@ class PairedAuc:
 
     label: str  # what the CLI prints before the intervals
     key: str  # the pair record's entry
+    error: str  # SuperGlue's error in it
     thresholds: tuple[float, ...]
     unit: str
     by_source_image: bool  # resample whole source images (synthetic warps of one image) or pairs alone
@@ -119,14 +120,15 @@ class PairedAuc:
         """The scored pairs' identities and SuperGlue's errors (a failure's infinite error is null in JSON;
         error_auc counts it, as NaN, as a failure)."""
         records = [r for r in doc.pairs if r.get(self.key)]
-        field = "corner_error" if self.key == "synthetic" else "error"
+        # older files' pose records held SuperGlue's scores alone, without the method key
+        scores = [r[self.key].get("superglue", r[self.key]) for r in records]
         return ([(r["frame0"], r["frame1"], r.get("name0"), r.get("name1")) for r in records],
-                [r[self.key]["superglue"][field] for r in records])
+                [entry[self.error] for entry in scores])
 
 
-PAIRED = (PairedAuc("SG AUC B - A on the same pairs, 95% intervals over images", "synthetic",
+PAIRED = (PairedAuc("SG AUC B - A on the same pairs, 95% intervals over images", "synthetic", "corner_error",
                     metrics.HOMOGRAPHY_AUC_THRESHOLDS, "px", True),
-          PairedAuc("SG pose AUC B - A on the same pairs, 95% intervals over pairs", "pose",
+          PairedAuc("SG pose AUC B - A on the same pairs, 95% intervals over pairs", "pose", "error",
                     metrics.POSE_AUC_THRESHOLDS, "deg", False))
 
 

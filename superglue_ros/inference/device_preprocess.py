@@ -64,7 +64,7 @@ class DevicePreprocess:
         np.copyto(self._staging.numpy(), frame)
         uploaded = self._staging.to(self.device, non_blocking=True)
         self._read = torch.cuda.Event()
-        self._read.record()
+        self._read.record(torch.cuda.current_stream(self.device))  # the copy's stream, also on cuda:N
         return uploaded
 
     def convert(self, frame: torch.Tensor) -> torch.Tensor:

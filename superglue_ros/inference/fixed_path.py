@@ -7,8 +7,9 @@ Here an 8-bit frame is uploaded once, made grey and resized on the device
 slots with a validity mask (SuperPoint through ``extract_fixed``, XFeat through
 its ``detect``); every pair has the same number of slots, so a batch of pairs
 is a stack of slots, matched by :class:`FixedSuperGlue` with no padding.
-Between the upload and the one download of a batch nothing waits for the host
-and no tensor is made from Python values, so on CUDA extraction and matching
+Between the upload and the one download of a batch the host never waits for
+the device (unless asked to profile) and no tensor is made from Python values,
+so on CUDA extraction and matching
 are each captured once per shape and replayed (:class:`CapturedCall`, which
 counts every eager fallback); on the CPU the same arithmetic runs eagerly,
 which is how CI tests it. The valid slots are the exact path's keypoints (but
@@ -87,10 +88,9 @@ class FixedPath:
         """Snapshot the models' weights and settings, forget captured graphs (counts start again).
 
         With float16 (a GPU's fast mode) SuperPoint's convolutions run in float16, channels-last, on a
-        copy (tensor cores want both; selection and sampling stay float32, and nearly all of float32's
-        keypoints are kept); with bfloat16 (a CPU's fast mode) SuperPoint stays float32, as XFeat always
-        does: bfloat16's 8-bit mantissa moved about 1% of the keypoints in the same check
-        (test_fixed_precision)."""
+        copy (tensor cores want both; selection and sampling stay float32, so the keypoints stay float32's
+        but for near ties); with bfloat16 (a CPU's fast mode) SuperPoint stays float32, as XFeat always
+        does: bfloat16's 8-bit mantissa moves clearly more keypoints (test_fixed_precision measures both)."""
         self.glue = FixedSuperGlue(self.superglue, self.dtype)
         half = self.dtype == torch.float16 and isinstance(self.extractor, SuperPoint)
         self.network = half_superpoint(self.extractor, self.dtype) if half else self.extractor
@@ -106,6 +106,7 @@ class FixedPath:
         return dict(total)
 
     def network_shape(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
+        """The (H, W) the network sees for a frame of this size (the Matcher's resize setting)."""
         return resized_shape(frame_hw[0], frame_hw[1], self.resize)
 
     def fits(self, frame: np.ndarray) -> bool:

@@ -51,5 +51,6 @@ def _(scores: torch.Tensor, bin_score: torch.Tensor, valid0: torch.Tensor, valid
         from .sinkhorn_triton import layout_for, triton_log_transport
     except ImportError:  # no Triton in this installation
         return torch_log_transport(scores, bin_score, valid0, valid1, iterations)
-    layout = layout_for(scores, bin_score, valid0, valid1, iterations)
-    return triton_log_transport(scores, bin_score, valid0, valid1, iterations, layout=layout)
+    with torch.cuda.device(scores.device):  # Triton launches on the current device, the tensors' may be cuda:N
+        layout = layout_for(scores, bin_score, valid0, valid1, iterations)
+        return triton_log_transport(scores, bin_score, valid0, valid1, iterations, layout=layout)

@@ -179,6 +179,7 @@ def one_thread_workers(count: int) -> ThreadPoolExecutor:
 
 
 def _one_thread() -> None:
+    """A worker's initialiser: its operations run on one thread (see the module's text)."""
     torch.get_num_threads()  # this thread's first operation takes the default now, not later
     torch.set_num_threads(1)
 
@@ -234,6 +235,7 @@ def onednn_heads(model: nn.Module, images: torch.Tensor, layers: dict[str, bool]
 
 
 def _last_stage(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The encoder's unpooled fourth stage, one task: it is too small to split into strips."""
     return fused_conv(fused_conv(x.to_mkldnn(), model.conv4a, True), model.conv4b, True)
 
 

@@ -130,6 +130,7 @@ def resumed_config(config: TrainConfig, checkpoint: dict[str, Any]) -> TrainConf
     stored = dict(checkpoint["train_config"])
     if "features" in stored:  # checkpoints from before the extractor had its one name
         stored["extractor"] = stored.pop("features")
+    stored.setdefault("start", "random")  # checkpoints from before --start began from random weights
     run = {name: stored[name] for name in RUN_FIELDS if name in stored}  # older runs lack newer fields
     run["crop"] = tuple(run["crop"])
     return dataclasses.replace(config, **run)
