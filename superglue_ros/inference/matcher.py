@@ -243,17 +243,13 @@ class Matcher:
     def _frames(self, images: Sequence[np.ndarray], keys: Sequence[Hashable | None],
                 timings: dict[str, float]) -> list[Frame]:
         """Frames of the images, cached ones from the cache; one extractor call per network size."""
-        frames: list[Frame | None] = [self._cached(key) for key in keys]
+        frames, new, repeats = self._sorted_frames(keys)
         sync_device = self.device if self.profile else None
         pending: dict[tuple[int, int], list[tuple[int, torch.Tensor, tuple[int, int]]]] = {}
         with StageClock(timings, "preprocess", sync_device):
-            first_of_key: dict[Hashable, int] = {}
-            for index, (image, key) in enumerate(zip(images, keys)):
-                if frames[index] is not None or (key is not None and key in first_of_key):
-                    continue
-                if key is not None:
-                    first_of_key[key] = index
-                check_image_size(checked_frame(image, self.channel_order).shape, self.max_image_pixels)
+            for index in new:
+                image = images[index]
+                self._check(image)
                 gray = to_gray_float(image, self.channel_order)
                 network_hw = resized_shape(gray.shape[0], gray.shape[1], self.resize)
                 tensor = upload(resize_gray(gray, network_hw), self.device)
@@ -266,10 +262,31 @@ class Matcher:
                 for (index, _, original_hw), network in zip(group, extracted):
                     frames[index] = Frame(network, to_original_pixels(network, original_hw))
                     self._remember(keys[index], frames[index])
-        for index, key in enumerate(keys):
-            if frames[index] is None:
-                frames[index] = frames[first_of_key[key]]
+        for index, first in repeats.items():
+            frames[index] = frames[first]
         return frames  # type: ignore[return-value]
+
+    def _sorted_frames(self, keys: Sequence[Hashable | None]) -> tuple[list[Frame | None], list[int], dict[int, int]]:
+        """The cached frames (None for the others), the positions of the images to extract, and where a key
+        repeats within the call, its first position (extracted once)."""
+        frames: list[Frame | None] = [self._cached(key) for key in keys]
+        new: list[int] = []
+        repeats: dict[int, int] = {}
+        first_of_key: dict[Hashable, int] = {}
+        for index, key in enumerate(keys):
+            if frames[index] is not None:
+                continue
+            if key is not None and key in first_of_key:
+                repeats[index] = first_of_key[key]
+                continue
+            if key is not None:
+                first_of_key[key] = index
+            new.append(index)
+        return frames, new, repeats
+
+    def _check(self, image: np.ndarray) -> None:
+        """TypeError or ValueError for what is not an image or too large, before any copy."""
+        check_image_size(checked_frame(image, self.channel_order).shape, self.max_image_pixels)
 
     def _match_fixed(self, requests: Sequence[PairRequest]) -> list[PairMatch]:
         """``match_batch`` on the fixed backend: new frames into slots, the pairs with slots on both sides
@@ -299,22 +316,14 @@ class Matcher:
         """Cached frames from the cache; new ones that fit uploaded and extracted into slots on the device
         (one call per frame shape), the others through the exact extractor. Returns the frames known so far
         (None for the new ones in slots), the new ones' slots, and repeated keys' first positions."""
-        frames: list[Frame | None] = [self._cached(key) for key in keys]
+        frames, new, repeats = self._sorted_frames(keys)
         sync_device = self.device if self.profile else None
         pending: dict[tuple[int, ...], list[tuple[int, torch.Tensor, tuple[int, int]]]] = {}
         exact: list[int] = []
-        repeats: dict[int, int] = {}
         with StageClock(timings, "preprocess", sync_device):
-            first_of_key: dict[Hashable, int] = {}
-            for index, (image, key) in enumerate(zip(images, keys)):
-                if frames[index] is not None:
-                    continue
-                if key is not None and key in first_of_key:
-                    repeats[index] = first_of_key[key]
-                    continue
-                if key is not None:
-                    first_of_key[key] = index
-                check_image_size(checked_frame(image, self.channel_order).shape, self.max_image_pixels)
+            for index in new:
+                image = images[index]
+                self._check(image)
                 if not self.fixed.fits(image):
                     exact.append(index)
                     continue
