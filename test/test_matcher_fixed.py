@@ -15,6 +15,7 @@ import torch
 
 from superglue_ros import Features, SuperGlue
 from superglue_ros.inference.dispatch_count import DispatchCounter
+from superglue_ros.inference.device_preprocess import Staging
 from superglue_ros.inference.fixed_path import MAX_SIZES, FixedPath
 from superglue_ros.inference.matcher import Matcher, PairMatch, PairRequest
 from superglue_ros.inference.model_files import save_open_model
@@ -364,3 +365,20 @@ def test_matching_graphs_are_kept_for_the_most_recent_sizes_only(weight_files):
         fixed.match(*(frame[:height, :width] for frame in frames))
     assert len(fixed.fixed._match) == MAX_SIZES
     assert fixed.fixed.stats() == {"eager: inputs not on a CUDA device": 2 * len(sizes)}
+
+
+def test_staging_buffers_are_kept_for_the_most_recent_frame_shapes_only(weight_files, monkeypatch):
+    """A stream of ever new frame sizes must not keep adding pinned staging buffers; a buffer goes only once its
+    last copy is done (waited for), and a size seen again after its buffer and graphs went gives a fresh
+    matcher's results."""
+    waited: list[Staging] = []
+    monkeypatch.setattr(Staging, "wait", waited.append)  # on the CPU only eviction waits: there is no copy
+    _, fixed = both_backends(weight_files, 64)
+    frames = small_frames(2)
+    sizes = [(120 - 8 * i, 160) for i in range(MAX_SIZES + 2)] + [(120, 160)]
+    pairs = [fixed.match(*(frame[:height, :width] for frame in frames)) for height, width in sizes]
+    staging = fixed.fixed._staging
+    assert list(staging) == sizes[-MAX_SIZES:]
+    assert len(waited) == len(sizes) - MAX_SIZES and not set(map(id, waited)) & set(map(id, staging.values()))
+    assert len(fixed.fixed._match) == MAX_SIZES
+    assert_same_pair(pairs[-1], both_backends(weight_files, 64)[1].match(*frames))

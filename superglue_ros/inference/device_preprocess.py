@@ -3,13 +3,19 @@
 Uploading the camera's 8-bit frame moves a quarter of the bytes of a float
 image, and converting and resizing on the device keeps the host out of the
 per-frame path. The frame goes through a pinned staging buffer, so the copy
-is asynchronous; the buffer is refilled only after the device has read the
-previous frame from it. Grey conversion and bilinear resizing follow the
-exact CPU path (:mod:`.preprocess`): OpenCV's BT.601 weights applied to the
-values scaled to [0, 1], then resizing with pixel centres aligned and the
-border replicated, as ``cv2.INTER_LINEAR`` does; the results agree to float
-rounding. Output shapes depend only on the frame's shape, so the
-conversion can be captured in a CUDA graph.
+is asynchronous; the buffer is refilled, or let go, only after the device
+has read the previous frame from it. Grey conversion and bilinear resizing
+follow the exact CPU path (:mod:`.preprocess`): OpenCV's BT.601 weights
+applied to the values scaled to [0, 1], then resizing with pixel centres
+aligned and the border replicated, as ``cv2.INTER_LINEAR`` does; the results
+agree to float rounding. Output shapes depend only on the frame's shape, so
+the conversion can be captured in a CUDA graph.
+
+The two halves have different lifetimes, hence two classes: a
+:class:`Staging` buffer belongs to one frame shape and may go when that shape
+stops coming (no graph reads it), while the :class:`Converter`'s weights are
+read by every graph that captured a conversion, of any size, and must
+outlive them.
 """
 from __future__ import annotations
 
@@ -28,50 +34,65 @@ def gray_weights(channel_order: str) -> tuple[float, float, float]:
     return BT601_BGR if channel_order == "bgr" else BT601_BGR[::-1]
 
 
-class DevicePreprocess:
-    """``DevicePreprocess(device, (H, W))(frame)``: the (H, W) float32 network input on ``device``.
+def checked_8bit(frame: np.ndarray, channel_order: str) -> np.ndarray:
+    """The frame as (H, W) or (H, W, 3|4) uint8 (see ``checked_frame``): staging buffers and the
+    conversion's scale are 8-bit."""
+    frame = checked_frame(frame, channel_order)
+    if frame.dtype != np.uint8:
+        raise ValueError(f"device preprocessing takes 8-bit frames, got {frame.dtype}; use to_gray_float")
+    return frame
 
-    shape_hw: network input size, None to keep each frame's size.
-    channel_order: "bgr" or "rgb" for colour frames (a fourth channel is ignored).
+
+class Staging:
+    """``Staging(device, shape).upload(frame)``: an 8-bit frame of that shape on ``device``.
+
+    On CUDA through a pinned host buffer, so the copy is asynchronous; on the
+    CPU there is nothing to stage. Call :meth:`wait` before letting it go: the
+    buffer must not be freed while the device may still be reading it.
     """
 
-    def __init__(self, device: torch.device, shape_hw: tuple[int, int] | None = None,
-                 channel_order: str = "bgr") -> None:
-        checked_frame(np.zeros((1, 1), np.uint8), channel_order)
+    def __init__(self, device: torch.device, shape: tuple[int, ...]) -> None:
         self.device = torch.device(device)
-        self.shape_hw = None if shape_hw is None else (int(shape_hw[0]), int(shape_hw[1]))
-        self.channel_order = channel_order
-        self._weights = torch.tensor(gray_weights(channel_order), dtype=torch.float32, device=self.device)
-        self._staging: torch.Tensor | None = None
+        cuda = self.device.type == "cuda"
+        self._buffer = torch.empty(shape, dtype=torch.uint8, pin_memory=True) if cuda else None
         self._read: torch.cuda.Event | None = None
 
-    def __call__(self, frame: np.ndarray) -> torch.Tensor:
-        return self.convert(self.upload(frame))
-
     def upload(self, frame: np.ndarray) -> torch.Tensor:
-        """The uint8 frame on the device; on CUDA an asynchronous copy from the pinned staging buffer."""
-        frame = checked_frame(frame, self.channel_order)
-        if frame.dtype != np.uint8:
-            raise ValueError(f"device preprocessing takes 8-bit frames, got {frame.dtype}; use to_gray_float")
-        if self.device.type != "cuda":
+        """The checked frame (:func:`checked_8bit`) as a device tensor of its own (the buffer is reused)."""
+        if self._buffer is None:
             # np.require copies a read-only frame (a ROS message's buffer): a tensor never shares one
             return torch.from_numpy(np.require(frame, requirements=("C", "W"))).to(self.device)
-        if self._staging is None or tuple(self._staging.shape) != frame.shape:
-            self._staging = torch.empty(frame.shape, dtype=torch.uint8, pin_memory=True)
-            self._read = None
-        if self._read is not None:
-            self._read.synchronize()  # the previous frame's copy has left the staging buffer
-        np.copyto(self._staging.numpy(), frame)
-        uploaded = self._staging.to(self.device, non_blocking=True)
+        self.wait()  # the previous frame's copy has left the buffer
+        np.copyto(self._buffer.numpy(), frame)
+        uploaded = self._buffer.to(self.device, non_blocking=True)
         self._read = torch.cuda.Event()
         self._read.record(torch.cuda.current_stream(self.device))  # the copy's stream, also on cuda:N
         return uploaded
 
-    def convert(self, frame: torch.Tensor) -> torch.Tensor:
-        """(H, W) or (H, W, 3|4) uint8 on the device -> (H', W') float32 in [0, 1]: grey, then resized."""
+    def wait(self) -> None:
+        """Block until the last copy out of the buffer is done, so that it may be refilled or freed."""
+        if self._read is not None:
+            self._read.synchronize()
+
+
+class Converter:
+    """``Converter(device, channel_order)(frame, (H, W))``: an uploaded 8-bit frame as the (H, W) float32
+    network input in [0, 1], grey, then resized.
+
+    One serves every size, since only the output size (a kernel argument, not a tensor) depends on it:
+    its one tensor, the grey weights, is then kept as long as its owner, and so outlives every CUDA graph
+    the owner captured around a conversion (a replay reads the weights where they were at capture).
+    channel_order: "bgr" or "rgb" for colour frames (a fourth channel is ignored).
+    """
+
+    def __init__(self, device: torch.device, channel_order: str = "bgr") -> None:
+        checked_frame(np.zeros((1, 1), np.uint8), channel_order)
+        self._weights = torch.tensor(gray_weights(channel_order), dtype=torch.float32, device=device)
+
+    def __call__(self, frame: torch.Tensor, shape_hw: tuple[int, int]) -> torch.Tensor:
         image = frame.to(torch.float32) / 255.0
         if image.dim() == 3:
             image = image[..., :3] @ self._weights
-        if self.shape_hw is None or tuple(image.shape) == self.shape_hw:
+        if tuple(image.shape) == tuple(shape_hw):
             return image
-        return F.interpolate(image[None, None], size=self.shape_hw, mode="bilinear", align_corners=False)[0, 0]
+        return F.interpolate(image[None, None], size=shape_hw, mode="bilinear", align_corners=False)[0, 0]

@@ -3,7 +3,7 @@
 On a GPU the exact path is bound by kernel launches and host synchronisations
 (keypoint lists whose length depends on the data, Sinkhorn as a Python loop).
 Here an 8-bit frame is uploaded once, made grey and resized on the device
-(:class:`DevicePreprocess`), and its keypoints fill exactly ``max_keypoints``
+(:mod:`.device_preprocess`), and its keypoints fill exactly ``max_keypoints``
 slots with a validity mask (SuperPoint through ``extract_fixed``, XFeat through
 its ``detect``); every pair has the same number of slots, so a batch of pairs
 is a stack of slots, matched by :class:`FixedSuperGlue` with no padding.
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,15 +39,15 @@ from ..models.superpoint import CELL, SuperPoint
 from ..models.types import Features, MatchResult
 from ..models.xfeat import XFeat
 from .cuda_graph import CapturedCall
-from .device_preprocess import DevicePreprocess
+from .device_preprocess import Converter, Staging, checked_8bit
+from .lru import LRU
 from .preprocess import resized_shape
 
 # Shapes captured per call: frame shapes and batch sizes of extraction, slot batches of matching; and the
-# network sizes whose matching graphs are kept at once (the least recently used size's go first).
+# frame shapes whose staging buffers, and the network sizes whose matching graphs, are kept at once (the least
+# recently used go first: a stream of ever new frame sizes must not keep adding pinned memory or CUDA graphs).
 MAX_GRAPHS = 8
 MAX_SIZES = 4
-Key = TypeVar("Key")
-Value = TypeVar("Value")
 
 
 def check_fixed(extractor: Any, superglue: Any) -> None:
@@ -81,7 +81,11 @@ class FixedPath:
         check_fixed(extractor, superglue)
         self.extractor, self.superglue = extractor, superglue
         self.device, self.dtype, self.resize, self.channel_order = device, dtype, resize, channel_order
-        self._preprocess: dict[tuple[int, int], DevicePreprocess] = {}
+        # No captured graph reads a staging buffer (a graph copies its inputs into buffers of its own), so one
+        # may go once its last copy is done; every extraction graph reads the one converter's weights, which
+        # therefore live as long as this path.
+        self._staging: LRU[tuple[int, ...], Staging] = LRU(MAX_SIZES, on_evict=Staging.wait)
+        self._convert = Converter(device, channel_order)
         self.prepare()
 
     def prepare(self) -> None:
@@ -95,7 +99,7 @@ class FixedPath:
         half = self.dtype == torch.float16 and isinstance(self.extractor, SuperPoint)
         self.network = half_superpoint(self.extractor, self.dtype) if half else self.extractor
         self._extract = CapturedCall(self.extract_frames, max_buckets=MAX_GRAPHS, warmup=2, clone_outputs=True)
-        self._match: dict[tuple[int, int], CapturedCall] = {}
+        self._match: LRU[tuple[int, int], CapturedCall] = LRU(MAX_SIZES, on_evict=self._retire)
         self._retired: Counter[str] = Counter()  # the counts of matching calls of sizes no longer kept
 
     def stats(self) -> dict[str, int]:
@@ -118,10 +122,8 @@ class FixedPath:
 
     def upload(self, frame: np.ndarray) -> torch.Tensor:
         """The 8-bit frame on the device (asynchronously on CUDA); it must fit (:meth:`fits`)."""
-        network_hw = self.network_shape(frame.shape[:2])
-        if network_hw not in self._preprocess:
-            self._preprocess[network_hw] = DevicePreprocess(self.device, network_hw, self.channel_order)
-        return self._preprocess[network_hw].upload(frame)
+        frame = checked_8bit(frame, self.channel_order)
+        return self._staging.get_or_make(frame.shape, lambda: Staging(self.device, frame.shape)).upload(frame)
 
     @torch.inference_mode()
     def extract(self, *frames: torch.Tensor) -> FixedKeypoints:
@@ -132,18 +134,19 @@ class FixedPath:
     @torch.inference_mode()
     def match(self, slots0: FixedKeypoints, slots1: FixedKeypoints, network_hw: tuple[int, int]) -> FixedMatches:
         """B pairs of slots of frames of network size ``network_hw`` -> their matches on the device."""
-        call, dropped = most_recent(self._match, network_hw, lambda: CapturedCall(
+        call = self._match.get_or_make(network_hw, lambda: CapturedCall(
             functools.partial(self.match_slots, image_size=network_hw), max_buckets=MAX_GRAPHS, warmup=2,
             clone_outputs=True))
-        if dropped is not None:
-            self._retired.update(dropped.stats)
         return FixedMatches(*call(*slots0, *slots1))
+
+    def _retire(self, call: CapturedCall) -> None:
+        """Keep the counts of a size's matching calls when its graphs go: stats count every call."""
+        self._retired.update(call.stats)
 
     def extract_frames(self, *frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The captured extraction: uint8 frames -> network inputs on the device -> keypoints in slots."""
         network_hw = self.network_shape(tuple(frames[0].shape[:2]))
-        convert = self._preprocess[network_hw].convert
-        images = torch.stack([convert(frame) for frame in frames])[:, None]
+        images = torch.stack([self._convert(frame, network_hw) for frame in frames])[:, None]
         if isinstance(self.extractor, XFeat):
             height, width = network_hw[0] // CELL * CELL, network_hw[1] // CELL * CELL
             return tuple(self.extractor.detect(images[..., :height, :width], self.extractor.config["max_keypoints"]))
@@ -152,16 +155,6 @@ class FixedPath:
     def match_slots(self, *slots: torch.Tensor, image_size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         """The captured matching: the two images' slots (keypoints, scores, descriptors, valid each)."""
         return tuple(self.glue(*slots, image_size))
-
-
-def most_recent(cache: dict[Key, Value], key: Key, make: Callable[[], Value]) -> tuple[Value, Value | None]:
-    """``cache[key]``, made if missing and moved to the end (dicts keep insertion order), and the least
-    recently used entry it dropped to stay within MAX_SIZES (None if none): a stream of ever new frame
-    sizes must not keep adding CUDA graphs."""
-    value = cache.pop(key) if key in cache else make()
-    dropped = cache.pop(next(iter(cache))) if len(cache) >= MAX_SIZES else None
-    cache[key] = value
-    return value, dropped
 
 
 def stack(slots: Sequence[FixedKeypoints]) -> FixedKeypoints:

@@ -11,7 +11,6 @@ padded SuperGlue batch, with the results each pair gets alone.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from ..timing import StageClock
 from .backends.protocol import Extractor, PairMatcher
 from .fixed_path import FixedPath, check_fixed, download, row, slot_features, slot_result, stack
 from .loading import load_models
+from .lru import LRU
 from .preprocess import (MAX_IMAGE_PIXELS, RESIZE_SIDE, check_image_size, checked_frame, resize_gray, resized_shape,
                          to_gray_float)
 
@@ -147,11 +147,10 @@ class Matcher:
         self.device = resolve_device(device)
         self.resize = resize
         self.channel_order = channel_order
-        self.cache_size = cache_size
         self.precision = precision
         self.profile = profile
         self.backend = backend
-        self._cache: OrderedDict[Hashable, Frame] = OrderedDict()
+        self._cache: LRU[Hashable, Frame] = LRU(cache_size)
         extractor = {"max_keypoints": DEFAULT_BUDGET, **(extractor or {})}  # as the CLI and the node
         models = load_models(weights, weights_dir, superpoint_weights, superglue_weights, extractor, superglue)
         self.model_name, self.weights_id, self.weight_files = models.name, models.identity, models.files
@@ -269,7 +268,7 @@ class Matcher:
     def _sorted_frames(self, keys: Sequence[Hashable | None]) -> tuple[list[Frame | None], list[int], dict[int, int]]:
         """The cached frames (None for the others), the positions of the images to extract, and where a key
         repeats within the call, its first position (extracted once)."""
-        frames: list[Frame | None] = [self._cached(key) for key in keys]
+        frames: list[Frame | None] = [None if key is None else self._cache.get(key) for key in keys]
         new: list[int] = []
         repeats: dict[int, int] = {}
         first_of_key: dict[Hashable, int] = {}
@@ -375,17 +374,9 @@ class Matcher:
                 results[i] = result
         return results  # type: ignore[return-value]
 
-    def _cached(self, key: Hashable | None) -> Frame | None:
-        if key is None or key not in self._cache:
-            return None
-        self._cache.move_to_end(key)
-        return self._cache[key]
-
     def _remember(self, key: Hashable | None, frame: Frame) -> None:
-        if key is not None and self.cache_size:
-            self._cache[key] = frame
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        if key is not None:
+            self._cache.put(key, frame)
 
 
 @dataclass(frozen=True)
