@@ -12,7 +12,8 @@ import torch
 import functools
 
 from superglue_ros.bench.reference import synchronizer, timed
-from superglue_ros.bench.speed import count_pair, load_frames, match_agreement, pairs_for, summarize, superglue_flop
+from superglue_ros.bench.speed import (benchmark, count_pair, load_frames, match_agreement, pairs_for, summarize,
+                                       superglue_flop, timed_as)
 from superglue_ros.inference.matcher import Matcher
 from superglue_ros.models.types import Features, MatchResult
 from superglue_ros.inference.matcher import PairMatch
@@ -37,6 +38,22 @@ def test_pairs_for_modes():
 def test_summarize():
     assert summarize([1.0, 2.0, 3.0], 1e3) == {"median": 2000.0, "p95": pytest.approx(2900.0)}
     assert summarize([]) == {"median": None, "p95": None}
+
+
+def test_on_cuda_a_pair_timed_stage_by_stage_gives_no_whole_pair_time():
+    """Stage clocks synchronise on CUDA, which a whole pair's time must not pay; elsewhere they cost nothing."""
+    plan = [timed_as(torch.device("cuda"), index) for index in range(8)]
+    assert plan[0] == plan[4] == (True, False) and all(staged != whole for staged, whole in plan)
+    assert sum(staged for staged, _ in plan) == 2
+    assert all(timed_as(torch.device("cpu"), index) == (True, True) for index in range(8))
+
+
+def test_benchmark_on_the_cpu_times_every_pair_whole_and_by_stage(weight_files):
+    matcher = Matcher(superpoint_weights=weight_files["superpoint"], superglue_weights=weight_files["superglue"],
+                      extractor={"max_keypoints": 32}, superglue={"sinkhorn_iterations": 5})
+    result = benchmark(matcher, load_frames(None, 4, (96, 72)), "stream", 1, {})
+    assert len(result.pair_seconds) == len(result.stage_seconds["extract"]) == len(result.superglue_flop) == 2
+    assert matcher.profile is False  # as it was made
 
 
 def test_generated_frames_are_textured_and_seeded():
