@@ -13,10 +13,16 @@
 #                     the CPU in them; on a GPU machine they, not the GPU, bound the speed)
 #   STEPS1 [3000]     stage 1: random homographies of the training images
 #   STEPS2 [3000]     stage 2: homographies and rendered 3D scenes (parallax, occlusion), from stage 1
-#   SCENES [1500]     rendered training pairs (textured with DATA/train)
+#   STEPS3 [4000]     stage 3: homographies and wide-baseline scenes (25-75 degrees apart), from stage 2
+#   SCENES [1500]     rendered training pairs (textured with DATA/train), for stage 2 and again for stage 3
+#   THRESHOLDS ["0.02 0.03 0.05 0.07 0.1 0.2"]  match thresholds tried on the selection pairs
 #   VAL_PAIRS [100]   wide-baseline validation pairs (30-75 degrees of rotation, textured with DATA/heldout)
+#   SELECT_PAIRS [60] wide-baseline pairs the match threshold is chosen on (as the validation pairs, another seed)
 #   KEYPOINTS [1024]  XFeat keypoints per image (the model file runs with 1024)
 #   PYTHON [python3]  the interpreter with superglue_ros installed
+# The model file's match threshold is chosen on wide-baseline selection pairs (seed 3) that are neither training
+# nor validation pairs: the best mean pose AUC among the thresholds whose epipolar precision is at least
+# SIFT + ratio test's on the same pairs.
 # Stages that already have their output file are skipped, so a run can be extended by raising STEPS2 and
 # running again with the stage's checkpoint (see `superglue-ros train --resume`).
 #
@@ -38,8 +44,11 @@ THREADS=${THREADS:-0}
 WORKERS=${WORKERS:-0}
 STEPS1=${STEPS1:-3000}
 STEPS2=${STEPS2:-3000}
+STEPS3=${STEPS3:-4000}
+THRESHOLDS=${THRESHOLDS:-0.02 0.03 0.05 0.07 0.1 0.2}
 SCENES=${SCENES:-1500}
 VAL_PAIRS=${VAL_PAIRS:-100}
+SELECT_PAIRS=${SELECT_PAIRS:-60}
 KEYPOINTS=${KEYPOINTS:-1024}
 PYTHON=${PYTHON:-python3}
 # collect_training_images.sh --more brings photographs of up to 6028x3391 pixels, beyond the default bound.
@@ -58,15 +67,51 @@ if [[ ! -f $OUT/scenes_train/pairs.txt ]]; then
   "${SG[@]}" pairs scenes --out "$OUT/scenes_train" --count "$SCENES" --seed 2 --textures "$DATA/train" "${PIXELS[@]}" \
     --no-progress
 fi
-if [[ ! -f $OUT/xfeat_open.pt ]]; then
+if [[ ! -f $OUT/stage2.pt ]]; then
   "${TRAIN[@]}" --scenes "$OUT/scenes_train" --scene-share 0.75 --init "$OUT/stage1.pt" --steps "$STEPS2" \
-    --lr 2e-4 --out "$OUT/xfeat_open.pt"
+    --lr 2e-4 --out "$OUT/stage2.pt"
+fi
+if [[ ! -f $OUT/scenes_wide/pairs.txt ]]; then
+  "${SG[@]}" pairs scenes --out "$OUT/scenes_wide" --count "$SCENES" --seed 4 --min-rotation 25 \
+    --textures "$DATA/train" "${PIXELS[@]}" --no-progress
+fi
+if [[ ! -f $OUT/stage3.pt ]]; then
+  "${TRAIN[@]}" --scenes "$OUT/scenes_wide" --scene-share 0.75 --init "$OUT/stage2.pt" --steps "$STEPS3" \
+    --lr 1e-4 --out "$OUT/stage3.pt"
 fi
 
-# Wide baselines: a stream (seed 1) the training scenes (seed 2) never draw from, held-out textures.
-if [[ ! -f $OUT/wide_val/pairs.txt ]]; then
-  "${SG[@]}" pairs scenes --out "$OUT/wide_val" --count "$VAL_PAIRS" --seed 1 --min-rotation 30 \
-    --textures "$DATA/heldout" "${PIXELS[@]}" --no-progress
+# Wide baselines: streams (seed 1: validation, seed 3: threshold selection) the training scenes (seeds 2 and 4)
+# never draw from, held-out textures.
+for split in "wide_val 1 $VAL_PAIRS" "wide_select 3 $SELECT_PAIRS"; do
+  read -r name seed count <<< "$split"
+  if [[ ! -f $OUT/$name/pairs.txt ]]; then
+    "${SG[@]}" pairs scenes --out "$OUT/$name" --count "$count" --seed "$seed" --min-rotation 30 \
+      --textures "$DATA/heldout" "${PIXELS[@]}" --no-progress
+  fi
+done
+if [[ ! -f $OUT/xfeat_open.pt ]]; then
+  for threshold in $THRESHOLDS; do
+    "${SG[@]}" eval "$OUT/wide_select/pairs.txt" --images "$OUT/wide_select" --weights "$OUT/stage3.pt" \
+      --match-threshold "$threshold" --device "$DEVICE" --out "$OUT/select_$threshold" --no-progress
+  done
+  "${SG[@]}" eval "$OUT/wide_select/pairs.txt" --images "$OUT/wide_select" --weights sift_open --device "$DEVICE" \
+    --out "$OUT/select_sift_open" --no-progress
+  "$PYTHON" - "$OUT" $THRESHOLDS <<'PICK'
+import json, sys
+from superglue_ros.inference.model_files import load_open_model, save_open_model
+import torch
+out, thresholds = sys.argv[1], sys.argv[2:]
+pose = lambda run: json.load(open(f"{out}/{run}/metrics.json"))["summary"]["pose"]
+bar = pose("select_sift_open")["baselines"]["mnn_ratio"]["precision"]  # SIFT + ratio test
+mean_auc = lambda p: sum(p["auc"].values()) / len(p["auc"])
+fit = [t for t in thresholds if pose(f"select_{t}")["precision"] >= bar]
+best = max(fit or thresholds, key=lambda t: mean_auc(pose(f"select_{t}")))
+blob = torch.load(f"{out}/stage3.pt", weights_only=False)
+_, superglue, meta = load_open_model(f"{out}/stage3.pt")
+superglue.configure(match_threshold=float(best))
+save_open_model(f"{out}/xfeat_open.pt", superglue, blob["extractor"], {**meta, "match_threshold": float(best)})
+print(f"threshold {best}" + ("" if fit else " (no threshold reached SIFT + ratio test's precision)"))
+PICK
 fi
 for weights in "$OUT/xfeat_open.pt" sift_open; do
   name=$(basename "$weights" .pt)
