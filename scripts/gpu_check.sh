@@ -52,8 +52,13 @@ commands() {
                 "bench $common --backend $backend --resize 640 480 --max-keypoints 1024 --precision $precision --cameras 1 2 4 8"
         done
     done
+    # the open models: SIFT runs on the CPU; XFeat runs on the GPU, on either backend
     emit "sift_open_640x480_stream" \
         "bench $common --weights sift_open --resize 640 480 --max-keypoints 1024 --mode stream"
+    for backend in fixed torch; do
+        emit "xfeat_open_${backend}_640x480_stream" \
+            "bench $common --weights xfeat_open --backend $backend --resize 640 480 --max-keypoints 1024 --mode stream"
+    done
     if [[ -n "$REFERENCE" ]]; then
         for size in "640 480" "1280 720"; do
             for keypoints in 1024 2048; do

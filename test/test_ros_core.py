@@ -347,6 +347,10 @@ def test_a_setting_that_does_not_apply_to_the_weights_front_end_is_refused_befor
     with pytest.raises(ValueError, match="does not apply to the SIFT"):
         resolve({"weights": "auto", "weights_dir": str(tmp_path), "keypoint_threshold": 0.01})
     assert resolve({"weights": str(tmp_path / "model.pt"), "nms_radius": 3})["nms_radius"] == 3
+    with pytest.raises(ValueError, match="keypoint_threshold does not apply to the XFEAT extractor of weights "
+                       "'xfeat_open'"):
+        resolve({"weights": "xfeat_open", "keypoint_threshold": 0.01})
+    assert resolve({"weights": "xfeat_open", "nms_radius": 3})["nms_radius"] == 3  # XFeat has one too
 
 
 def test_resize_width_without_resize_height_is_refused():

