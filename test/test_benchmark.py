@@ -12,8 +12,8 @@ import torch
 import functools
 
 from superglue_ros.bench.reference import synchronizer, timed
-from superglue_ros.bench.speed import (benchmark, count_pair, load_frames, match_agreement, pairs_for, summarize,
-                                       superglue_flop, timed_as)
+from superglue_ros.bench.speed import (BenchResult, benchmark, count_pair, format_report, load_frames, match_agreement,
+                                       pairs_for, summarize, superglue_flop, timed_as)
 from superglue_ros.inference.matcher import Matcher
 from superglue_ros.models.types import Features, MatchResult
 from superglue_ros.inference.matcher import PairMatch
@@ -43,9 +43,19 @@ def test_summarize():
 def test_on_cuda_a_pair_timed_stage_by_stage_gives_no_whole_pair_time():
     """Stage clocks synchronise on CUDA, which a whole pair's time must not pay; elsewhere they cost nothing."""
     plan = [timed_as(torch.device("cuda"), index) for index in range(8)]
-    assert plan[0] == plan[4] == (True, False) and all(staged != whole for staged, whole in plan)
-    assert sum(staged for staged, _ in plan) == 2
+    assert plan[3] == plan[7] == (True, False) and all(staged != whole for staged, whole in plan)
+    assert sum(staged for staged, _ in plan) == 2 and plan[0] == (False, True)  # one timed pair: a whole time
+    assert timed_as(torch.device("cuda"), -1) == (False, True)  # warm-up pairs are not profiled
     assert all(timed_as(torch.device("cpu"), index) == (True, True) for index in range(8))
+
+
+def test_a_report_with_stages_and_totals_from_different_pairs_says_so():
+    result = BenchResult(config={"device": "cuda"}, stage_seconds={"extract": [0.004]}, pair_seconds=[0.01, 0.012],
+                         superglue_flop=[1e9])
+    report = result.as_dict()
+    assert report["timed_pairs"] == {"whole": 2, "by_stage": 1}
+    assert "stages from 1 pairs timed stage by stage, synchronised after each; the total from 2 others" in \
+        format_report(report)
 
 
 def test_benchmark_on_the_cpu_times_every_pair_whole_and_by_stage(weight_files):
