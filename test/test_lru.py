@@ -19,6 +19,16 @@ def test_the_least_recently_used_entry_goes_first_and_on_evict_sees_every_entry_
     assert len(lru) == 0 and evicted == [2, 3, 1]
 
 
+def test_a_value_replaced_under_its_key_goes_through_on_evict():
+    evicted: list[list[int]] = []
+    lru: LRU[str, list[int]] = LRU(2, on_evict=evicted.append)
+    first, second = [1], [2]
+    lru.put("a", first)
+    lru.put("a", first)  # the same value again: nothing goes
+    lru.put("a", second)
+    assert evicted == [first] and evicted[0] is first and lru.get("a") is second
+
+
 def test_capacity_zero_keeps_nothing():
     evicted: list[int] = []
     lru: LRU[str, int] = LRU(0, on_evict=evicted.append)

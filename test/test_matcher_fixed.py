@@ -388,7 +388,8 @@ def test_staging_buffers_are_kept_for_the_most_recent_frame_shapes_only(weight_f
     last copy is done (waited for), and a size seen again after its buffer and graphs went gives a fresh
     matcher's results."""
     waited: list[Staging] = []
-    monkeypatch.setattr(Staging, "wait", waited.append)  # on the CPU only eviction waits: there is no copy
+    # on the CPU only eviction waits: there is no copy
+    monkeypatch.setattr(Staging, "wait", lambda self: waited.append(self))
     _, fixed = both_backends(weight_files, 64)
     frames = small_frames(2)
     sizes = [(120 - 8 * i, 160) for i in range(MAX_SIZES + 2)] + [(120, 160)]

@@ -46,7 +46,11 @@ class LRU(Generic[Key, Value]):
         return self._entries[key]
 
     def put(self, key: Key, value: Value) -> None:
-        """Keep the entry as the most recently used, evicting the least recently used beyond capacity."""
+        """Keep the entry as the most recently used, evicting the least recently used beyond capacity (and
+        the key's former value, if another)."""
+        former = self._entries.get(key)
+        if former is not None and former is not value:
+            self.on_evict(former)
         self._entries[key] = value
         self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:
