@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU measurement of the CUDA path in one run of under 5 minutes, on a machine with a CUDA device:
 # pair and stream at 640x480 and 1280x720, 1024 and 2048 keypoints, fp32 and fp16, cameras 1/2/4/8, the public
-# reference side by side on the same GPU, the open model, peak memory and dispatch counts (all printed by bench).
+# reference side by side on the same GPU, the open models, peak memory and dispatch counts (all printed by bench).
 #
 #   SUPERGLUE_REFERENCE=/path/to/SuperGluePretrainedNetwork scripts/gpu_check.sh
 #

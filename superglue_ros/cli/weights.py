@@ -41,7 +41,7 @@ def listing(folder: str | None) -> str:
     bundled open models, and which model ``--weights auto`` uses."""
     from ..inference import weights
     from ..inference.loading import official_available
-    from ..inference.model_files import BUNDLED
+    from ..inference.model_files import BUNDLED, BUNDLED_EXTRACTORS
 
     lines = []
     for name, spec in weights.OFFICIAL.items():
@@ -55,7 +55,13 @@ def listing(folder: str | None) -> str:
             "DAMAGED: checksum differs (truncated or modified); run `superglue-ros weights download`"
         lines.append(f"{name:15s} {path} ({state})")
     for name, path in BUNDLED.items():
-        lines.append(f"{name:15s} {path} (bundled open model{', present' if path.is_file() else ', MISSING'})")
+        state = "present" if path.is_file() else "MISSING"
+        if BUNDLED_EXTRACTORS[name] == "xfeat":
+            try:
+                weights.xfeat_weights_path()
+            except weights.WeightsError as error:
+                state += f"; cannot run: {error}"
+        lines.append(f"{name:15s} {path} (bundled open model, {state})")
     auto = "indoor (official)" if official_available(folder) else "sift_open (bundled; official weights not found)"
     lines.append(f"--weights auto uses: {auto}")
     return "\n".join(lines)

@@ -98,11 +98,11 @@ class PairRequest:
 
 
 class Matcher:
-    """A keypoint extractor (SuperPoint or SIFT) + SuperGlue on a device, fed with numpy images.
+    """A keypoint extractor (SuperPoint, SIFT or XFeat) + SuperGlue on a device, fed with numpy images.
 
     weights: "indoor" or "outdoor" official SuperGlue weights, found through
         ``weights_dir`` -> $SUPERGLUE_ROS_WEIGHTS_DIR -> ~/.cache/superglue_ros;
-        "sift_open" (bundled SIFT + SuperGlue trained by this project), or the path
+        "sift_open" / "xfeat_open" (bundled SIFT / XFeat + SuperGlue trained by this project), or the path
         of a model file written by ``superglue-ros train``; "auto" (default):
         official indoor when found, else sift_open with a notice.
     superpoint_weights / superglue_weights: explicit files, overriding the lookup.
